@@ -1,0 +1,154 @@
+"""Wiring: one stop event, three worker threads, and an orderly exit within two seconds."""
+
+from __future__ import annotations
+
+import gc
+import signal
+import threading
+from typing import TYPE_CHECKING
+
+import structlog
+
+from sidecar.health import HealthServer, HealthState
+from sidecar.kube import ConnectionConfigError, api_client
+from sidecar.logs import configure_logging
+from sidecar.metrics import Metrics
+from sidecar.publish import Publisher
+from sidecar.render import TemplateError, load_template
+from sidecar.templates_watch import watch_templates
+from sidecar.watch import EndpointWatcher
+from sidecar.write import remove_stale_temps
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import FrameType
+
+    from sidecar.config import Settings
+
+log = structlog.get_logger("sidecar")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+# /healthz fails after this many idle timeouts without any sign of life from the API.
+STALE_AFTER_IDLE_TIMEOUTS = 3
+THREAD_CHECK_INTERVAL = 1.0
+STOP_GRACE = 1.5  # seconds; the whole exit must fit in the 2 s the contract promises
+
+
+def _settings_for_log(settings: Settings) -> dict[str, object]:
+    return {
+        "service": settings.service,
+        "namespace": settings.namespace,
+        "output_dir": str(settings.output_dir),
+        "template_dir": str(settings.template_dir) if settings.template_dir else None,
+        "pod_name": settings.pod_name,
+        "pod_ip": settings.pod_ip,
+        "health_addr": f"{settings.health_host}:{settings.health_port}",
+        "idle_timeout": settings.idle_timeout,
+    }
+
+
+def _clean_output(settings: Settings) -> None:
+    """Remove temps a killed predecessor left; a broken folder is reported, not fatal."""
+    try:
+        removed = remove_stale_temps(settings.output_dir)
+    except OSError as exc:
+        log.error("output_dir_unusable", path=str(settings.output_dir), reason=str(exc))
+        return
+    if removed:
+        log.info("stale_temps_removed", files=removed)
+
+
+def run(settings: Settings, environ: Mapping[str, str]) -> int:  # noqa: PLR0915 - linear wiring
+    """Start everything, wait for a signal or a dead worker, then stop everything."""
+    configure_logging(settings.log_format)
+    log.info("start", **_settings_for_log(settings))
+    if settings.template_dir is not None and not settings.template_dir.is_dir():
+        log.error("config_invalid", variable="PODLISTER_TEMPLATE_DIR", reason="not a directory")
+        return EXIT_CONFIG
+    try:
+        template = load_template(settings.template_dir)
+        client = api_client(environ)
+    except TemplateError as exc:
+        log.error("template_invalid", file=exc.file, line=exc.line, reason=exc.reason)
+        return EXIT_CONFIG
+    except ConnectionConfigError as exc:
+        log.error("config_invalid", reason=str(exc))
+        return EXIT_CONFIG
+    _clean_output(settings)
+
+    stop = threading.Event()
+    metrics = Metrics()
+    health = HealthState(stale_after=STALE_AFTER_IDLE_TIMEOUTS * settings.idle_timeout)
+    try:
+        server = HealthServer(
+            host=settings.health_host, port=settings.health_port, state=health, metrics=metrics
+        )
+    except OSError as exc:
+        log.error("health_bind_failed", host=settings.health_host, port=settings.health_port,
+                  reason=str(exc))
+        return EXIT_FAILURE
+    publisher = Publisher(
+        settings=settings, template=template, health=health, metrics=metrics, stop_event=stop
+    )
+    watcher = EndpointWatcher(
+        api_client=client,
+        service=settings.service,
+        namespace=settings.namespace,
+        idle_timeout=settings.idle_timeout,
+        on_change=publisher.submit,
+        health=health,
+        metrics=metrics,
+        stop_event=stop,
+    )
+    workers = [
+        threading.Thread(target=publisher.run, name="publish", daemon=True),
+        threading.Thread(target=watcher.run, name="watch", daemon=True),
+    ]
+    if settings.template_dir is not None:
+        workers.append(
+            threading.Thread(
+                target=watch_templates,
+                name="templates",
+                daemon=True,
+                kwargs={
+                    "template_dir": settings.template_dir,
+                    "current": template,
+                    "on_template": publisher.set_template,
+                    "metrics": metrics,
+                    "stop_event": stop,
+                },
+            )
+        )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    server.start()
+    for worker in workers:
+        worker.start()
+    # Everything alive now lives for the whole run: keep the collector off it, which keeps
+    # collection pauses out of the event-to-file latency.
+    gc.collect()
+    gc.freeze()
+
+    code = EXIT_OK
+    while not stop.wait(THREAD_CHECK_INTERVAL):
+        dead = [worker.name for worker in workers if not worker.is_alive()]
+        if dead:
+            log.error("worker_died", workers=dead)
+            code = EXIT_FAILURE
+            break
+
+    stop.set()
+    watcher.stop()
+    publisher.stop()
+    for worker in workers:
+        worker.join(timeout=STOP_GRACE / len(workers))
+    server.stop()
+    client.close()
+    log.info("stop", exit_code=code)
+    return code

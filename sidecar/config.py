@@ -1,0 +1,177 @@
+"""Settings: read once from the environment (and matching flags) into one frozen object."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+# Where the kubelet puts the pod's namespace next to the service-account token.
+IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+LogFormat = Literal["json", "console"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the sidecar is told from outside, validated."""
+
+    service: str
+    """Name of the Service whose EndpointSlices are watched (PODLISTER_SERVICE)."""
+
+    namespace: str
+    """Namespace of that Service (PODLISTER_NAMESPACE)."""
+
+    output_dir: Path
+    """Folder the pages are written into, the emptyDir nginx serves (PODLISTER_OUTPUT_DIR)."""
+
+    template_dir: Path | None
+    """Folder that may hold an ``index.html.j2`` overriding the packaged page."""
+
+    pod_ip: str
+    """IP of the pod this sidecar runs in, marked on the page; empty when unknown."""
+
+    pod_name: str
+    """Name of the pod this sidecar runs in; empty when unknown."""
+
+    health_host: str
+    """Address the health and metrics server binds to."""
+
+    health_port: int
+    """Port of the health and metrics server."""
+
+    idle_timeout: float
+    """Seconds a watch may deliver no bytes at all before it is abandoned and resumed."""
+
+    log_format: LogFormat
+    """``json`` for machines, ``console`` for people."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Option:
+    env: str
+    flag: str
+    help: str
+
+
+_OPTIONS = (
+    _Option("PODLISTER_SERVICE", "--service", "the Service name (required)"),
+    _Option("PODLISTER_NAMESPACE", "--namespace", "its namespace"),
+    _Option("PODLISTER_OUTPUT_DIR", "--output-dir", "folder the pages are written to (required)"),
+    _Option("PODLISTER_TEMPLATE_DIR", "--template-dir", "folder holding index.html.j2"),
+    _Option("PODLISTER_POD_IP", "--pod-ip", "this pod's IP, marked on the page"),
+    _Option("PODLISTER_POD_NAME", "--pod-name", "this pod's name, marked on the page"),
+    _Option("PODLISTER_HEALTH_ADDR", "--health-addr", "host:port of /healthz /readyz /metrics"),
+    _Option("PODLISTER_IDLE_TIMEOUT", "--idle-timeout", "seconds of silence before re-watching"),
+    _Option("PODLISTER_LOG_FORMAT", "--log-format", "json or console"),
+)
+
+
+def _parse_flags(argv: Sequence[str]) -> dict[str, str]:
+    """Map each given flag back to its variable name, so flags and variables share one path."""
+    parser = argparse.ArgumentParser(
+        prog="podlister-sidecar",
+        description="Keep index.html/json/txt listing a Service's ready pod IPs.",
+        epilog="Every flag has a PODLISTER_* variable; the flag wins.",
+    )
+    for option in _OPTIONS:
+        parser.add_argument(option.flag, dest=option.env, help=f"{option.help} [{option.env}]")
+    given = vars(parser.parse_args(list(argv)))
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _default_namespace(namespace_file: Path) -> str:
+    try:
+        return namespace_file.read_text(encoding="utf-8").strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _health_addr(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:  # noqa: PLR2004
+        msg = f"PODLISTER_HEALTH_ADDR must be host:port, got {value!r}"
+        raise ConfigError(msg)
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - a pod's probes come from outside
+    return host, int(port_text)
+
+
+def _idle_timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 3600:  # noqa: PLR2004
+        msg = f"PODLISTER_IDLE_TIMEOUT must be seconds in (0, 3600], got {value!r}"
+        raise ConfigError(msg)
+    return seconds
+
+
+def _pod_ip(value: str) -> str:
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            msg = f"PODLISTER_POD_IP must be an IP address, got {value!r}"
+            raise ConfigError(msg) from None
+    return value
+
+
+def _log_format(value: str | None, *, stdout_is_tty: bool) -> LogFormat:
+    if value is None:
+        return "console" if stdout_is_tty else "json"
+    if value == "json":
+        return "json"
+    if value == "console":
+        return "console"
+    msg = f"PODLISTER_LOG_FORMAT must be json or console, got {value!r}"
+    raise ConfigError(msg)
+
+
+def load_settings(
+    environ: Mapping[str, str],
+    argv: Sequence[str] = (),
+    *,
+    namespace_file: Path = IN_CLUSTER_NAMESPACE_FILE,
+    stdout_is_tty: bool | None = None,
+) -> Settings:
+    """Build the settings from variables and flags; raise ConfigError naming the bad one."""
+    values = {k: v for k, v in environ.items() if k.startswith("PODLISTER_")}
+    values.update(_parse_flags(argv))
+
+    def required(name: str) -> str:
+        value = values.get(name, "").strip()
+        if not value:
+            msg = f"{name} is required"
+            raise ConfigError(msg)
+        return value
+
+    service = required("PODLISTER_SERVICE")
+    output_dir = Path(required("PODLISTER_OUTPUT_DIR"))
+    template_text = values.get("PODLISTER_TEMPLATE_DIR", "").strip()
+    health_host, health_port = _health_addr(values.get("PODLISTER_HEALTH_ADDR", "0.0.0.0:8081"))
+    if stdout_is_tty is None:
+        stdout_is_tty = sys.stdout.isatty()
+    return Settings(
+        service=service,
+        namespace=values.get("PODLISTER_NAMESPACE", "").strip()
+        or _default_namespace(namespace_file),
+        output_dir=output_dir,
+        template_dir=Path(template_text) if template_text else None,
+        pod_ip=_pod_ip(values.get("PODLISTER_POD_IP", "").strip()),
+        pod_name=values.get("PODLISTER_POD_NAME", "").strip(),
+        health_host=health_host,
+        health_port=health_port,
+        idle_timeout=_idle_timeout(values.get("PODLISTER_IDLE_TIMEOUT", "90")),
+        log_format=_log_format(values.get("PODLISTER_LOG_FORMAT"), stdout_is_tty=stdout_is_tty),
+    )

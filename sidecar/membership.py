@@ -1,0 +1,169 @@
+"""Pure logic: EndpointSlices (or v1 Endpoints) in, the membership of a Service out.
+
+Every field of an API object is treated as untrusted: addresses are validated with
+``ipaddress`` and names are only ever passed on as text (the renderer escapes them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Sort key of an address: IPv4 (family 4) before IPv6, numeric order within a family.
+SortKey = tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Member:
+    """One address behind the Service, with what the API says about who holds it."""
+
+    address: str
+    pod: str = ""
+    node: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One address of one endpoint of a slice, parsed once when the slice arrives."""
+
+    member: Member
+    sort_key: SortKey
+    ready: bool
+    terminating: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SliceView:
+    """The part of one EndpointSlice (or one v1 Endpoints object) that membership needs."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    invalid_addresses: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Membership:
+    """Who is behind the Service: each list sorted, each address in exactly one list."""
+
+    ready: tuple[Member, ...] = ()
+    terminating: tuple[Member, ...] = ()
+    not_ready: tuple[Member, ...] = ()
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The ready addresses, the list the page is about."""
+        return tuple(member.address for member in self.ready)
+
+
+def _sort_key(address: str) -> tuple[str, SortKey] | None:
+    """Normalise an address and give its sort key; None when it is not an IP address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return str(ip), (ip.version, int(ip))
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sequence(value: object) -> list[Any]:
+    # ``endpoints`` and ``addresses`` may be null or absent in real objects.
+    return value if isinstance(value, list) else []
+
+
+def _pod_name(target_ref: object) -> str:
+    ref = _mapping(target_ref)
+    return _text(ref.get("name")) if ref.get("kind") == "Pod" else ""
+
+
+def slice_view(obj: Mapping[str, Any]) -> SliceView:
+    """Parse a discovery.k8s.io/v1 EndpointSlice; FQDN slices hold no addresses we list."""
+    name = _text(_mapping(obj.get("metadata")).get("name"))
+    if obj.get("addressType") not in {"IPv4", "IPv6"}:
+        return SliceView(name=name, endpoints=())
+    endpoints: list[Endpoint] = []
+    invalid: list[str] = []
+    for raw in _sequence(obj.get("endpoints")):
+        endpoint = _mapping(raw)
+        conditions = _mapping(endpoint.get("conditions"))
+        # An absent or null ``ready`` means ready (API contract for EndpointConditions).
+        ready = conditions.get("ready") is not False
+        terminating = conditions.get("terminating") is True
+        pod = _pod_name(endpoint.get("targetRef")) or _text(endpoint.get("hostname"))
+        node = _text(endpoint.get("nodeName"))
+        for address in _sequence(endpoint.get("addresses")):
+            parsed = _sort_key(address) if isinstance(address, str) else None
+            if parsed is None:
+                invalid.append(str(address)[:64])
+                continue
+            text, key = parsed
+            member = Member(address=text, pod=pod, node=node)
+            endpoints.append(Endpoint(member, key, ready=ready, terminating=terminating))
+    return SliceView(name=name, endpoints=tuple(endpoints), invalid_addresses=tuple(invalid))
+
+
+def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
+    """Parse a v1 Endpoints object, the fallback where the EndpointSlice API is absent."""
+    name = _text(_mapping(obj.get("metadata")).get("name"))
+    endpoints: list[Endpoint] = []
+    invalid: list[str] = []
+    for raw_subset in _sequence(obj.get("subsets")):
+        subset = _mapping(raw_subset)
+        for field, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for raw in _sequence(subset.get(field)):
+                address = _mapping(raw)
+                ip = address.get("ip")
+                parsed = _sort_key(ip) if isinstance(ip, str) else None
+                if parsed is None:
+                    invalid.append(str(ip)[:64])
+                    continue
+                text, key = parsed
+                pod = _pod_name(address.get("targetRef")) or _text(address.get("hostname"))
+                member = Member(address=text, pod=pod, node=_text(address.get("nodeName")))
+                endpoints.append(Endpoint(member, key, ready=ready, terminating=False))
+    return SliceView(name=name, endpoints=tuple(endpoints), invalid_addresses=tuple(invalid))
+
+
+# Lower rank wins when one address shows up in several slices (it does while it moves).
+_READY, _TERMINATING, _NOT_READY = 0, 1, 2
+
+
+def membership(views: Iterable[SliceView]) -> Membership:
+    """Union all slices of a Service: each address once, in its best state, sorted."""
+    best: dict[str, tuple[int, SortKey, Member]] = {}
+    for view in views:
+        for endpoint in view.endpoints:
+            if endpoint.ready:
+                rank = _READY
+            elif endpoint.terminating:
+                rank = _TERMINATING
+            else:
+                rank = _NOT_READY
+            address = endpoint.member.address
+            seen = best.get(address)
+            if seen is None or rank < seen[0]:
+                best[address] = (rank, endpoint.sort_key, endpoint.member)
+    groups: tuple[list[tuple[SortKey, Member]], ...] = ([], [], [])
+    for rank, key, member in best.values():
+        groups[rank].append((key, member))
+    ready, terminating, not_ready = (
+        tuple(member for _, member in sorted(group, key=lambda item: item[0]))
+        for group in groups
+    )
+    return Membership(ready=ready, terminating=terminating, not_ready=not_ready)
+
+
+def changes(old: Membership, new: Membership) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Ready addresses added and removed between two memberships, each sorted."""
+    old_set, new_set = set(old.addresses), set(new.addresses)
+    added = tuple(a for a in new.addresses if a not in old_set)
+    removed = tuple(a for a in old.addresses if a not in new_set)
+    return added, removed

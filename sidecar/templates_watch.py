@@ -1,0 +1,61 @@
+"""Live template reloads: watch the template folder and hand valid templates on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+import watchfiles
+
+from sidecar.render import TemplateError, load_template
+
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from sidecar.metrics import Metrics
+    from sidecar.render import PageTemplate
+
+log = structlog.get_logger("sidecar.templates")
+
+
+def watch_templates(  # noqa: PLR0913 - keyword-only wiring
+    *,
+    template_dir: Path,
+    current: PageTemplate,
+    on_template: Callable[[PageTemplate], None],
+    metrics: Metrics,
+    stop_event: threading.Event,
+) -> None:
+    """Reload on every change in the folder until stopped; a broken template is only logged.
+
+    The whole folder is watched, not the file: a ConfigMap volume updates by swapping its
+    ``..data`` symlink, so the file's own inode never changes.
+    """
+    for _ in watchfiles.watch(
+        template_dir,
+        watch_filter=None,
+        stop_event=stop_event,
+        debounce=100,
+        step=20,
+        ignore_permission_denied=True,
+        raise_interrupt=False,
+    ):
+        try:
+            template = load_template(template_dir)
+        except TemplateError as exc:
+            metrics.errors.labels("template").inc()
+            log.error(
+                "template_invalid",
+                file=exc.file,
+                line=exc.line,
+                reason=exc.reason,
+                keeping=current.origin,
+            )
+            continue
+        if template.source == current.source:
+            continue
+        current = template
+        log.info("template_reloaded", origin=template.origin)
+        on_template(template)

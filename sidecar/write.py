@@ -1,0 +1,80 @@
+"""Atomic file output: readers see the old file or the new one, never part of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+# Temp files are hidden (nginx does not serve dot files by name in our config) and marked
+# so a restart can find the ones a killed process left behind.
+TEMP_PREFIX = ".podlister-"
+TEMP_SUFFIX = ".tmp"
+FILE_MODE = 0o644  # nginx runs as another user in the pod and must read the pages
+
+
+class WriteError(Exception):
+    """A file could not be replaced; the old file is still in place."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        """Name the file and keep the OS error (errno tells full disk from permissions)."""
+        self.path, self.cause = path, cause
+        super().__init__(f"cannot write {path}: {cause.strerror or cause}")
+
+
+def remove_stale_temps(directory: Path) -> list[str]:
+    """Delete temp files left by an earlier process that was killed mid-write."""
+    removed = []
+    for entry in directory.iterdir():
+        name = entry.name
+        if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(name)
+    return removed
+
+
+def _unchanged(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def write_atomic(path: Path, data: bytes) -> bool:
+    """Replace path with data unless it already holds exactly that; True when written.
+
+    No fsync: the folder is an emptyDir that does not outlive the pod, and the rename alone
+    is what makes the swap atomic for readers.
+    """
+    if _unchanged(path, data):
+        return False
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            # umask may have narrowed the mode given to open
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise WriteError(path, exc) from exc
+    return True
+
+
+def write_files(directory: Path, files: Mapping[str, bytes]) -> list[str]:
+    """Write each file atomically, in the order given; the names of those that changed."""
+    return [name for name, data in files.items() if write_atomic(directory / name, data)]

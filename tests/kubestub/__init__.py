@@ -1,0 +1,11 @@
+"""The project's Kubernetes API stand-in: real HTTP, chunked watches, resourceVersions, faults.
+
+One stand-in serves the unit-adjacent integration tests, the fault tests, the local cluster
+and the benchmarks (see shared DESIGN.md). kmock ignores selectors and resourceVersions, so
+it cannot prove what these tests prove.
+"""
+
+from kubestub.objects import endpoint, endpoints_object, endpoint_slice
+from kubestub.server import ApiStandIn, Request
+
+__all__ = ["ApiStandIn", "Request", "endpoint", "endpoint_slice", "endpoints_object"]

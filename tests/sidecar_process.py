@@ -1,0 +1,159 @@
+"""Run the real sidecar program as a child process, and stop it by pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from polling import wait_until
+
+
+def write_kubeconfig(path: Path, server: str, *, token: str = "stand-in-token") -> Path:
+    """A kubeconfig pointing at a plain-http API server (the stand-in)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "stand-in", "cluster": {"server": server}}],
+        "users": [{"name": "sidecar", "user": {"token": token}}],
+        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "sidecar"}}],
+        "current-context": "stand-in",
+    }
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+class SidecarProcess:
+    """One ``python -m sidecar`` child with its own log file."""
+
+    def __init__(  # noqa: PLR0913
+        self,
+        *,
+        kubeconfig: Path,
+        output_dir: Path,
+        log_path: Path,
+        service: str = "web",
+        namespace: str = "default",
+        health_addr: str = "127.0.0.1:0",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        """Prepare the environment; start() launches."""
+        self.log_path = log_path
+        self.output_dir = output_dir
+        self.health_addr = health_addr
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PODLISTER_", "KUBERNETES_"))}
+        env.update(
+            {
+                "KUBECONFIG": str(kubeconfig),
+                "PODLISTER_SERVICE": service,
+                "PODLISTER_NAMESPACE": namespace,
+                "PODLISTER_OUTPUT_DIR": str(output_dir),
+                "PODLISTER_HEALTH_ADDR": health_addr,
+                "PODLISTER_LOG_FORMAT": "json",
+                "PODLISTER_IDLE_TIMEOUT": "5",
+            }
+        )
+        env.update(extra_env or {})
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SidecarProcess:
+        """Launch the program; output goes to the log file."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sidecar"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The child's pid."""
+        assert self.process is not None
+        return self.process.pid
+
+    def logs(self) -> list[dict[str, Any]]:
+        """Every JSON log line so far (other lines are skipped)."""
+        records = []
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+        return records
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Log records with this event name."""
+        return [r for r in self.logs() if r.get("event") == name]
+
+    def health_url(self, path: str) -> str:
+        """URL of /healthz, /readyz or /metrics; needs a fixed port in health_addr."""
+        return f"http://{self.health_addr}{path}"
+
+    def probe(self, path: str) -> int:
+        """HTTP status of a health path (0 when nothing answers)."""
+        try:
+            with urllib.request.urlopen(self.health_url(path), timeout=2) as response:  # noqa: S310
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    def metrics_text(self) -> str:
+        """The /metrics page."""
+        with urllib.request.urlopen(self.health_url("/metrics"), timeout=2) as response:  # noqa: S310
+            return response.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample's value from /metrics (0 when absent)."""
+        wanted = name
+        if labels:
+            wanted += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+        for line in self.metrics_text().splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def addresses(self) -> list[str] | None:
+        """The addresses in index.json, or None while there is none."""
+        try:
+            data = json.loads((self.output_dir / "index.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return list(data["addresses"])
+
+    def wait_addresses(self, expected: list[str], *, timeout: float = 10.0) -> None:
+        """Wait until index.json lists exactly these addresses."""
+        wait_until(lambda: self.addresses() == expected, timeout=timeout, what=f"addresses {expected}")
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the child."""
+        assert self.process is not None
+        os.kill(self.process.pid, signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code, waiting at most timeout seconds."""
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 5 s; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout=5)

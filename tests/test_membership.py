@@ -1,0 +1,106 @@
+"""Membership: the union of a Service's slices, each ready address once, sorted."""
+
+from __future__ import annotations
+
+from kubestub import endpoint, endpoint_slice, endpoints_object
+from sidecar.membership import Member, Membership, changes, endpoints_view, membership, slice_view
+
+
+def members(*slices: dict[str, object]) -> Membership:
+    return membership(slice_view(s) for s in slices)
+
+
+def test_union_of_slices_sorted_ipv4_before_ipv6_numerically() -> None:
+    """Addresses from all slices are merged; IPv4 first, numeric (not text) order."""
+    v4 = endpoint_slice("a", service="web", endpoints=[endpoint("10.0.0.10"), endpoint("10.0.0.9")])
+    v6 = endpoint_slice("b", service="web", endpoints=[endpoint("fd00::2"), endpoint("fd00::10")], address_type="IPv6")
+    more = endpoint_slice("c", service="web", endpoints=[endpoint("9.0.0.1")])
+    result = members(v6, v4, more)
+    assert result.addresses == ("9.0.0.1", "10.0.0.9", "10.0.0.10", "fd00::2", "fd00::10")
+
+
+def test_ready_absent_counts_as_ready() -> None:
+    """An endpoint without a ready condition (or null) is ready; ready false is not."""
+    s = endpoint_slice(
+        "a",
+        service="web",
+        endpoints=[endpoint("10.0.0.1", ready=None), endpoint("10.0.0.2", ready=False), endpoint("10.0.0.3")],
+    )
+    result = members(s)
+    assert result.addresses == ("10.0.0.1", "10.0.0.3")
+    assert [m.address for m in result.not_ready] == ["10.0.0.2"]
+
+
+def test_terminating_is_listed_apart() -> None:
+    """A terminating endpoint (ready false) is not in the list but in ``terminating``."""
+    s = endpoint_slice(
+        "a", service="web", endpoints=[endpoint("10.0.0.1", ready=False, serving=True, terminating=True)]
+    )
+    result = members(s)
+    assert result.addresses == ()
+    assert [m.address for m in result.terminating] == ["10.0.0.1"]
+
+
+def test_duplicate_across_slices_counts_once_in_its_best_state() -> None:
+    """An address in two slices (as during a move) appears once, ready if either says so."""
+    a = endpoint_slice("a", service="web", endpoints=[endpoint("10.0.0.1", ready=False, terminating=True)])
+    b = endpoint_slice("b", service="web", endpoints=[endpoint("10.0.0.1", pod="p1")])
+    result = members(a, b)
+    assert result.ready == (Member(address="10.0.0.1", pod="p1"),)
+    assert result.terminating == ()
+
+
+def test_fqdn_slices_and_invalid_addresses_are_ignored() -> None:
+    """FQDN slices add nothing; an address that is not an IP is skipped and reported."""
+    fqdn = endpoint_slice("f", service="web", endpoints=[endpoint("example.com")], address_type="FQDN")
+    bad = endpoint_slice("b", service="web", endpoints=[endpoint("10.0.0.999"), endpoint("10.0.0.1")])
+    view = slice_view(bad)
+    assert view.invalid_addresses == ("10.0.0.999",)
+    assert members(fqdn, bad).addresses == ("10.0.0.1",)
+
+
+def test_null_endpoints_and_zero_endpoints() -> None:
+    """A slice with ``endpoints: null`` is valid and empty; no slices at all is an empty list."""
+    assert members(endpoint_slice("a", service="web", endpoints=None)).addresses == ()
+    assert membership([]) == Membership()
+
+
+def test_ipv6_is_normalised() -> None:
+    """IPv6 addresses are compared and shown in compressed form, so one address counts once."""
+    a = endpoint_slice("a", service="web", endpoints=[endpoint("FD00:0:0::1")], address_type="IPv6")
+    b = endpoint_slice("b", service="web", endpoints=[endpoint("fd00::1")], address_type="IPv6")
+    assert members(a, b).addresses == ("fd00::1",)
+
+
+def test_pod_name_from_target_ref() -> None:
+    """The pod name comes from targetRef (kind Pod), else from hostname."""
+    s = endpoint_slice(
+        "a",
+        service="web",
+        endpoints=[endpoint("10.0.0.1", pod="web-1", node="n1"), endpoint("10.0.0.2", hostname="h2")],
+    )
+    assert members(s).ready == (Member("10.0.0.1", "web-1", "n1"), Member("10.0.0.2", "h2", ""))
+
+
+def test_malformed_fields_do_not_raise() -> None:
+    """Wrong types anywhere in an object give an empty view, not an exception."""
+    broken = {"metadata": {"name": "x"}, "addressType": "IPv4", "endpoints": [None, 3, {"addresses": "10.0.0.1"}, {"addresses": [7]}]}
+    view = slice_view(broken)
+    assert view.endpoints == ()
+    assert view.invalid_addresses == ("7",)
+
+
+def test_v1_endpoints_fallback() -> None:
+    """v1 Endpoints: ``addresses`` are ready, ``notReadyAddresses`` are not."""
+    obj = endpoints_object("web", ready=["10.0.0.2", "10.0.0.1"], not_ready=["10.0.0.3"])
+    result = membership([endpoints_view(obj)])
+    assert result.addresses == ("10.0.0.1", "10.0.0.2")
+    assert [m.address for m in result.not_ready] == ["10.0.0.3"]
+    assert membership([endpoints_view(endpoints_object("web", ready=[]))]) == Membership()
+
+
+def test_changes() -> None:
+    """changes() gives the ready addresses added and removed, in order."""
+    old = Membership(ready=(Member("10.0.0.1"), Member("10.0.0.2")))
+    new = Membership(ready=(Member("10.0.0.2"), Member("10.0.0.3")))
+    assert changes(old, new) == (("10.0.0.3",), ("10.0.0.1",))

@@ -1,0 +1,121 @@
+"""Rendering: the three outputs, escaping, and templates that fail with file and line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from sidecar.membership import Member, Membership
+from sidecar.render import (
+    Change,
+    PageData,
+    TemplateError,
+    compile_template,
+    load_template,
+    packaged_template,
+    page_context,
+    render_files,
+)
+
+MOMENT = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+
+
+def data(*addresses: str, pod_ip: str = "", pod: str = "") -> PageData:
+    return PageData(
+        service="web",
+        namespace="shop",
+        membership=Membership(ready=tuple(Member(a, pod) for a in addresses)),
+        generated_at=MOMENT,
+        pod_name="web-0",
+        pod_ip=pod_ip,
+        changes=(Change(at=MOMENT, added=addresses, removed=()),),
+    )
+
+
+def test_json_and_txt_contract() -> None:
+    """index.json has service, namespace, addresses and the documented keys; index.txt one per line."""
+    files = render_files(data("10.0.0.1", "10.0.0.2"), packaged_template())
+    document = json.loads(files["index.json"])
+    assert document["service"] == "web"
+    assert document["namespace"] == "shop"
+    assert document["addresses"] == ["10.0.0.1", "10.0.0.2"]
+    assert document["generated_at"] == "2026-01-02T03:04:05.678Z"
+    assert document["served_by"] == {"pod_name": "web-0", "pod_ip": ""}
+    assert document["changes"][0]["added"] == ["10.0.0.1", "10.0.0.2"]
+    assert set(document) == {
+        "service", "namespace", "addresses", "members", "terminating", "not_ready",
+        "served_by", "generated_at", "source", "changes",
+    }
+    assert files["index.txt"] == b"10.0.0.1\n10.0.0.2\n"
+
+
+def test_zero_endpoints_is_an_explicit_state() -> None:
+    """With nobody ready, the JSON says so, the text is empty and the page says so."""
+    files = render_files(data(), packaged_template())
+    assert json.loads(files["index.json"])["addresses"] == []
+    assert files["index.txt"] == b""
+    assert b"No ready pods" in files["index.html"]
+
+
+def test_html_lists_every_address_and_marks_the_serving_pod() -> None:
+    """The page shows each address and marks the one of the pod that served it."""
+    html = render_files(data("10.0.0.1", "10.0.0.2", pod_ip="10.0.0.2"), packaged_template())["index.html"].decode()
+    assert "10.0.0.1" in html
+    assert html.count('aria-current="true"') == 1
+    marked = html.split('aria-current="true"')[1].split("</li>")[0]
+    assert "10.0.0.2" in marked
+    assert "2026-01-02T03:04:05.678Z" in html
+
+
+def test_html_escapes_names_from_the_api() -> None:
+    """A pod or host name carrying HTML is escaped, not interpreted."""
+    html = render_files(data("10.0.0.1", pod="<script>alert(1)</script>"), packaged_template())["index.html"]
+    assert b"<script>alert(1)</script>" not in html
+    assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    """A template that does not compile fails with its path and the line of the error."""
+    (tmp_path / "index.html.j2").write_text("<p>\n{% for a in addresses %}\n{{ a }\n")
+    with pytest.raises(TemplateError) as caught:
+        load_template(tmp_path)
+    assert caught.value.file == str(tmp_path / "index.html.j2")
+    assert caught.value.line == 3
+
+
+def test_undefined_variable_fails_at_load_with_line(tmp_path: Path) -> None:
+    """An undefined variable fails when the template is loaded, naming the line."""
+    (tmp_path / "index.html.j2").write_text("<p>{{ service }}</p>\n\n{{ no_such_thing }}\n")
+    with pytest.raises(TemplateError, match="no_such_thing") as caught:
+        load_template(tmp_path)
+    assert caught.value.line == 3
+
+
+def test_undefined_attribute_inside_a_loop_fails_at_load() -> None:
+    """A typo inside a loop is found at load time too: the check renders sample data."""
+    with pytest.raises(TemplateError, match="adress"):
+        compile_template("{% for m in members %}\n{{ m.adress }}\n{% endfor %}", "t.j2")
+
+
+def test_override_and_fallback(tmp_path: Path) -> None:
+    """A folder with index.html.j2 overrides the page; a folder without it uses the packaged one."""
+    assert load_template(tmp_path).origin.startswith("<packaged>")
+    (tmp_path / "index.html.j2").write_text("{{ addresses | join(',') }}")
+    page = load_template(tmp_path)
+    assert render_files(data("10.0.0.1", "10.0.0.2"), page)["index.html"] == b"10.0.0.1,10.0.0.2"
+
+
+def test_runtime_render_failure_is_a_template_error() -> None:
+    """A failure that only real data triggers is reported as TemplateError with the line."""
+    page = compile_template("ok\n{{ 1 // (addresses | length - 2) }}", "t.j2")
+    with pytest.raises(TemplateError) as caught:
+        render_files(data("10.0.0.1", "10.0.0.2"), page)
+    assert caught.value.line == 2
+
+
+def test_context_is_json_serialisable() -> None:
+    """The template context is exactly the JSON document."""
+    context = page_context(data("10.0.0.1"))
+    assert json.loads(json.dumps(context)) == context
