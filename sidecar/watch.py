@@ -277,7 +277,7 @@ class EndpointWatcher:
             allow_watch_bookmarks=True,
             timeout_seconds=random.randint(*WATCH_TIMEOUT_RANGE),  # noqa: S311 - spreading load
         )
-        self._health.progress()
+        # Being accepted is not progress: a stalled server accepts too. Lines and clean ends are.
         self._forbidden_streak = False
         with self._lock:
             self._response = response
@@ -293,6 +293,7 @@ class EndpointWatcher:
             response.release_conn()
         if lines == 0 and time.monotonic() - started < MIN_HEALTHY_WATCH:
             raise WatchError("empty_watch", "the watch ended at once without any event")
+        self._health.progress()
         return "resync" if self._resync_wanted else "timeout"
 
     def _handle_line(self, line: bytes) -> None:

@@ -42,6 +42,7 @@ class SidecarProcess:
         namespace: str = "default",
         health_addr: str = "127.0.0.1:0",
         extra_env: dict[str, str] | None = None,
+        command_prefix: list[str] | None = None,
     ) -> None:
         """Prepare the environment; start() launches."""
         self.log_path = log_path
@@ -61,13 +62,14 @@ class SidecarProcess:
         )
         env.update(extra_env or {})
         self.env = env
+        self.command_prefix = command_prefix or []
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SidecarProcess:
         """Launch the program; output goes to the log file."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sidecar"],
+                [*self.command_prefix, sys.executable, "-m", "sidecar"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,0 +1,452 @@
+"""The fault matrix: each row a fault injected into the stand-in or the filesystem, and what the
+real sidecar process must do about it (keep the last good page, recover by itself, never loop)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from kubestub import ApiStandIn, endpoint, endpoint_slice, endpoints_object
+from polling import wait_until
+from sidecar_process import SidecarProcess, write_kubeconfig
+
+Start = Callable[..., SidecarProcess]
+
+
+def slice_of(name: str, *addresses: str, address_type: str = "IPv4") -> dict[str, object]:
+    return endpoint_slice(
+        name, service="web", endpoints=[endpoint(a) for a in addresses], address_type=address_type
+    )
+
+
+def started_with(api: ApiStandIn, start_sidecar: Start, *addresses: str, **kwargs: object) -> SidecarProcess:
+    api.apply(slice_of("web-a", *addresses))
+    sidecar = start_sidecar(**kwargs)
+    sidecar.wait_addresses(list(addresses))
+    return sidecar
+
+
+# ---- API faults -------------------------------------------------------------------------
+
+
+def test_api_unreachable_at_start(tmp_path: Path, start_sidecar: Start) -> None:
+    """API down at start: the sidecar runs not-ready, backs off (growing delays), and catches up."""
+    port = free_port()
+    sidecar = start_sidecar(kubeconfig=write_kubeconfig(tmp_path / "kc", f"http://127.0.0.1:{port}"))
+    wait_until(lambda: len(sidecar.events("api_error")) >= 3, timeout=15, what="three retries")
+    assert sidecar.probe("/readyz") == 503
+    errors = sidecar.events("api_error")
+    assert {e["kind"] for e in errors} == {"connection"}
+    assert errors[0]["host"] == f"http://127.0.0.1:{port}"
+    delays = [e["retry_in"] for e in errors]
+    assert delays == sorted(delays)
+    assert delays[0] >= 0.8
+    with ApiStandIn(port=port) as api:
+        api.apply(slice_of("web-a", "10.0.0.1"))
+        sidecar.wait_addresses(["10.0.0.1"], timeout=40)
+        wait_until(lambda: sidecar.probe("/readyz") == 200, timeout=5, what="ready")
+
+
+def test_forbidden_logged_once_and_recovers(api: ApiStandIn, start_sidecar: Start) -> None:
+    """403 on list: one log line naming ServiceAccount, verb and resource; not ready; recovers once allowed."""
+    api.forbid("list")
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    sidecar = start_sidecar()
+    wait_until(lambda: len(api.requests_for("list")) >= 3, timeout=15, what="three refused lists")
+    forbidden = sidecar.events("forbidden")
+    assert len(forbidden) == 1
+    assert forbidden[0]["service_account"] == "system:serviceaccount:default:podlister"
+    assert forbidden[0]["verb"] == "list"
+    assert forbidden[0]["resource"] == "endpointslices.discovery.k8s.io"
+    assert forbidden[0]["namespace"] == "default"
+    assert sidecar.probe("/readyz") == 503
+    api.allow()
+    sidecar.wait_addresses(["10.0.0.1"], timeout=40)
+    gaps = [b.at - a.at for a, b in zip(api.requests_for("list"), api.requests_for("list")[1:], strict=False)]
+    assert min(gaps) >= 0.8, "a 403 must not be retried in a tight loop"
+
+
+def test_forbidden_watch_keeps_last_page(api: ApiStandIn, start_sidecar: Start) -> None:
+    """Losing the watch permission mid-run keeps the last page, logs once per streak, recovers."""
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    api.forbid("watch")
+    api.end_watches()
+    wait_until(lambda: len(api.requests_for("watch")) >= 3, timeout=15, what="refused watches")
+    assert [e["verb"] for e in sidecar.events("forbidden")] == ["watch"]
+    assert sidecar.addresses() == ["10.0.0.1"]
+    api.allow()
+    api.apply(slice_of("web-a", "10.0.0.1", "10.0.0.2"))
+    sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"], timeout=40)
+
+
+def test_expired_mid_watch_relists_and_replaces_state(api: ApiStandIn, start_sidecar: Start) -> None:
+    """410 in the stream: relist, and a pod removed during the gap disappears."""
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    api.apply(slice_of("web-b", "10.0.0.2"))
+    sidecar = start_sidecar()
+    sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
+    api.stall()
+    api.delete("endpointslices", "web-b")  # queued on the stalled stream, never delivered
+    api.expire_watches()
+    api.stall(stalled=False)
+    sidecar.wait_addresses(["10.0.0.1"])
+    assert len(api.requests_for("list")) == 2
+    assert sidecar.metric("podlister_watch_restarts_total", reason="expired") == 1
+
+
+def test_watch_from_compacted_version_relists(api: ApiStandIn, start_sidecar: Start) -> None:
+    """A resumed watch whose resourceVersion was compacted gets 410 and relists."""
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    api.stall()
+    api.apply(slice_of("web-a", "10.0.0.3"))
+    api.compact()
+    api.drop_watches()
+    api.stall(stalled=False)
+    sidecar.wait_addresses(["10.0.0.3"], timeout=15)
+    assert len(api.requests_for("list")) == 2
+
+
+def test_clean_end_resumes_without_relist(api: ApiStandIn, start_sidecar: Start) -> None:
+    """A watch the server ends cleanly is resumed from the last resourceVersion, no list."""
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    api.apply(slice_of("web-a", "10.0.0.2"))
+    sidecar.wait_addresses(["10.0.0.2"])
+    version = str(api.resource_version)
+    api.end_watches()
+    wait_until(lambda: len(api.requests_for("watch")) == 2, timeout=5, what="a second watch")
+    assert api.requests_for("watch")[1].params["resourceVersion"] == version
+    assert len(api.requests_for("list")) == 1
+    api.apply(slice_of("web-a", "10.0.0.4"))
+    sidecar.wait_addresses(["10.0.0.4"])
+
+
+def test_bookmarks_advance_the_resume_point(api: ApiStandIn, start_sidecar: Start) -> None:
+    """Bookmarks move the resourceVersion a resumed watch starts from, without any change."""
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    api.apply(endpoint_slice("other", service="api", endpoints=[endpoint("10.9.9.9")]))
+    newest = str(api.resource_version)
+    wait_until(lambda: sidecar.metric("podlister_watch_events_total", type="BOOKMARK") >= 2, timeout=5)
+    api.end_watches()
+    wait_until(lambda: len(api.requests_for("watch")) == 2, timeout=5, what="a second watch")
+    assert api.requests_for("watch")[1].params["resourceVersion"] == newest
+    assert api.requests_for("watch")[0].params["allowWatchBookmarks"] == "true"
+
+
+def test_abrupt_reset_resumes(api: ApiStandIn, start_sidecar: Start) -> None:
+    """A connection reset mid-stream is resumed from the last resourceVersion after backoff."""
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    version = str(api.resource_version)
+    api.drop_watches()
+    wait_until(lambda: len(api.requests_for("watch")) == 2, timeout=10, what="a resumed watch")
+    assert api.requests_for("watch")[1].params["resourceVersion"] == version
+    assert len(api.requests_for("list")) == 1
+    api.apply(slice_of("web-a", "10.0.0.5"))
+    sidecar.wait_addresses(["10.0.0.5"])
+
+
+def test_stalled_stream_is_abandoned_and_liveness_reflects_it(api: ApiStandIn, start_sidecar: Start) -> None:
+    """A silent stream is dropped after PODLISTER_IDLE_TIMEOUT; /healthz fails while nothing
+    arrives for 3 idle timeouts, keeps the page, and recovers when the stream does."""
+    sidecar = started_with(
+        api, start_sidecar, "10.0.0.1", extra_env={"PODLISTER_IDLE_TIMEOUT": "1"}
+    )
+    api.stall()
+    stalled_at = time.monotonic()
+    wait_until(lambda: len(api.requests_for("watch")) >= 2, timeout=10, what="a re-watch")
+    second = api.requests_for("watch")[1].at
+    # abandoned after ~1 s of silence, then at most the first backoff step (0.8-1 s)
+    assert second - stalled_at < 1 + 1.0 + 1.0
+    wait_until(lambda: sidecar.probe("/healthz") == 503, timeout=10, what="unhealthy")
+    assert sidecar.addresses() == ["10.0.0.1"]
+    assert sidecar.metric("podlister_watch_restarts_total", reason="idle") >= 1
+    api.stall(stalled=False)
+    api.apply(slice_of("web-a", "10.0.0.6"))
+    sidecar.wait_addresses(["10.0.0.6"], timeout=40)
+    wait_until(lambda: sidecar.probe("/healthz") == 200, timeout=5, what="healthy again")
+
+
+def test_malformed_and_unknown_events_are_skipped_and_counted(api: ApiStandIn, start_sidecar: Start) -> None:
+    """An undecodable line and an unknown event type are counted and skipped; the stream goes on,
+    and the possibly missed change is repaired by a list at the next reconnect."""
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    api.inject_line(b'{"type": "ADDED", "object": {"metadata": {"na')
+    api.inject_line(json.dumps({"type": "SURPRISE", "object": {"metadata": {}}}).encode())
+    api.apply(slice_of("web-a", "10.0.0.7"))
+    sidecar.wait_addresses(["10.0.0.7"])
+    assert sidecar.metric("podlister_skipped_events_total", reason="malformed") == 1
+    assert sidecar.metric("podlister_skipped_events_total", reason="unknown_type") == 1
+    assert len(api.requests_for("list")) == 1
+    api.end_watches()
+    wait_until(lambda: len(api.requests_for("list")) == 2, timeout=10, what="a repairing list")
+
+
+def test_server_errors_are_retried(api: ApiStandIn, start_sidecar: Start) -> None:
+    """500 and 503 are retried with backoff until the list succeeds."""
+    api.fail_next(500)
+    api.fail_next(503)
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    assert sidecar.metric("podlister_errors_total", kind="server") == 2
+    lists = api.requests_for("list")
+    assert len(lists) == 3
+    assert lists[1].at - lists[0].at >= 0.8
+
+
+def test_throttling_honours_retry_after(api: ApiStandIn, start_sidecar: Start) -> None:
+    """429 with Retry-After: 3 waits at least 3 s before the next attempt."""
+    api.fail_next(429, retry_after=3)
+    started_with(api, start_sidecar, "10.0.0.1")
+    lists = api.requests_for("list")
+    assert len(lists) == 2
+    assert lists[1].at - lists[0].at >= 3
+
+
+def test_slice_api_absent_falls_back_to_endpoints(api: ApiStandIn, start_sidecar: Start) -> None:
+    """404 for discovery.k8s.io/v1: v1 Endpoints of the Service by field selector, watched too."""
+    api.disable_slices()
+    api.apply(endpoints_object("web", ready=["10.0.0.2", "10.0.0.1"], not_ready=["10.0.0.3"]))
+    api.apply(endpoints_object("other", ready=["10.0.0.9"]))
+    sidecar = start_sidecar()
+    sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
+    assert json.loads((sidecar.output_dir / "index.json").read_text())["source"] == "endpoints"
+    assert sidecar.events("endpointslice_api_absent")
+    api.apply(endpoints_object("web", ready=["10.0.0.3"]))
+    sidecar.wait_addresses(["10.0.0.3"])
+    assert api.requests_for("watch")[-1].params["fieldSelector"] == "metadata.name=web"
+
+
+# ---- what the API says ------------------------------------------------------------------
+
+
+def test_dual_stack_not_ready_and_terminating(api: ApiStandIn, start_sidecar: Start) -> None:
+    """One slice per family is merged (IPv4 first); not-ready and terminating are kept apart."""
+    api.apply(slice_of("web-v6", "fd00::2", "fd00::1", address_type="IPv6"))
+    api.apply(
+        endpoint_slice(
+            "web-v4",
+            service="web",
+            endpoints=[
+                endpoint("10.0.0.1"),
+                endpoint("10.0.0.2", ready=False),
+                endpoint("10.0.0.3", ready=False, serving=True, terminating=True),
+            ],
+        )
+    )
+    sidecar = start_sidecar()
+    sidecar.wait_addresses(["10.0.0.1", "fd00::1", "fd00::2"])
+    document = json.loads((sidecar.output_dir / "index.json").read_text())
+    assert [m["address"] for m in document["terminating"]] == ["10.0.0.3"]
+    assert [m["address"] for m in document["not_ready"]] == ["10.0.0.2"]
+    assert sidecar.metric("podlister_endpoints", state="terminating") == 1
+
+
+def test_ten_thousand_endpoints(api: ApiStandIn, start_sidecar: Start) -> None:
+    """10,000 endpoints in 100 slices are listed, and a change to one slice is applied."""
+    for s in range(100):
+        api.apply(endpoint_slice(f"web-{s}", service="web", endpoints=[endpoint(f"10.1.{s}.{i}") for i in range(1, 101)]))
+    sidecar = start_sidecar()
+    wait_until(lambda: len(sidecar.addresses() or []) == 10_000, timeout=30, what="10,000 addresses")
+    api.delete("endpointslices", "web-7")
+    wait_until(lambda: len(sidecar.addresses() or []) == 9_900, timeout=10, what="9,900 addresses")
+    assert "10.1.7.1" not in (sidecar.addresses() or [])
+
+
+def test_html_injection_is_escaped(api: ApiStandIn, start_sidecar: Start) -> None:
+    """A hostname or pod name carrying markup ends up escaped in index.html."""
+    api.apply(
+        endpoint_slice(
+            "web-a",
+            service="web",
+            endpoints=[endpoint("10.0.0.1", pod='"><img src=x onerror=alert(1)>'), endpoint("10.0.0.2", hostname="<b>h</b>")],
+        )
+    )
+    sidecar = start_sidecar()
+    sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
+    html = (sidecar.output_dir / "index.html").read_text()
+    assert "<img" not in html
+    assert "<b>h</b>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+# ---- templates --------------------------------------------------------------------------
+
+
+def run_once(tmp_path: Path, kubeconfig: Path, template_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PODLISTER_")}
+    env.update(
+        {
+            "KUBECONFIG": str(kubeconfig),
+            "PODLISTER_SERVICE": "web",
+            "PODLISTER_OUTPUT_DIR": str(tmp_path),
+            "PODLISTER_TEMPLATE_DIR": str(template_dir),
+            "PODLISTER_HEALTH_ADDR": f"127.0.0.1:{free_port()}",
+            "PODLISTER_LOG_FORMAT": "json",
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "reason"),
+    [
+        ("<p>\n{% if addresses %}\n", 2, "endif"),
+        ("<p>{{ service }}</p>\n<p>{{ nonexistent }}</p>\n", 2, "nonexistent"),
+    ],
+)
+def test_broken_template_at_start_exits_2(
+    tmp_path: Path, kubeconfig: Path, source: str, line: int, reason: str
+) -> None:
+    """A syntax error or an undefined variable at start: exit 2, naming the file and line."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "index.html.j2").write_text(source)
+    result = run_once(tmp_path, kubeconfig, templates)
+    assert result.returncode == 2
+    record = next(json.loads(x) for x in result.stdout.splitlines() if '"template_invalid"' in x)
+    assert record["file"] == str(templates / "index.html.j2")
+    assert record["line"] == line
+    assert reason in record["reason"]
+
+
+def configmap_dir(root: Path, version: str, source: str) -> None:
+    """Lay out or update a folder the way the kubelet does for a ConfigMap volume."""
+    data = root / f"..{version}"
+    data.mkdir()
+    (data / "index.html.j2").write_text(source)
+    link = root / "..data_tmp"
+    link.symlink_to(data.name)
+    link.rename(root / "..data")  # atomic swap of the ..data symlink
+    visible = root / "index.html.j2"
+    if not visible.is_symlink():
+        visible.symlink_to("..data/index.html.j2")
+
+
+def test_template_updates_through_configmap_symlink_swap(api: ApiStandIn, start_sidecar: Start, tmp_path: Path) -> None:
+    """A ConfigMap update (..data symlink swap) re-renders the page without a restart; a broken
+    update is logged and the last good template and page stay."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    configmap_dir(templates, "v1", "v1:{{ addresses | join(',') }}")
+    sidecar = started_with(api, start_sidecar, "10.0.0.1", extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)})
+    html = sidecar.output_dir / "index.html"
+    assert html.read_text() == "v1:10.0.0.1"
+    configmap_dir(templates, "v2", "v2:{{ addresses | length }}")
+    wait_until(lambda: html.read_text() == "v2:1", timeout=10, what="v2 page")
+    configmap_dir(templates, "v3", "v3:{{ broken ")
+    wait_until(lambda: sidecar.events("template_invalid"), timeout=10, what="a logged template error")
+    api.apply(slice_of("web-a", "10.0.0.1", "10.0.0.2"))
+    sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
+    assert html.read_text() == "v2:2"
+    assert sidecar.events("template_invalid")[0]["line"] == 1
+
+
+# ---- the output folder ------------------------------------------------------------------
+
+
+def in_private_tmpfs(output_dir: Path, size: str = "64k") -> list[str]:
+    """A command prefix that runs the sidecar with a small tmpfs of its own as output folder."""
+    mount = f'mount -t tmpfs -o size={size},mode=0755 podlister-test "{output_dir}" && exec "$@"'
+    prefix = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        prefix.insert(1, "--map-root-user")
+    return [*prefix, "sh", "-c", mount, "sh"]
+
+
+def nsenter(sidecar: SidecarProcess, *command: str) -> None:
+    flags = ["-m"] if os.geteuid() == 0 else ["-U", "-m", "--preserve-credentials"]
+    subprocess.run(["nsenter", "-t", str(sidecar.pid), *flags, *command], check=True, timeout=10)
+
+
+def test_full_disk_keeps_the_old_page_and_retries(api: ApiStandIn, start_sidecar: Start, tmp_path: Path) -> None:
+    """ENOSPC: the old files stay, no temp is left, readiness drops, and the write is retried
+    (with backoff) until space returns."""
+    out = tmp_path / "out-full"
+    out.mkdir()
+    sidecar = start_sidecar(output_dir=out, command_prefix=in_private_tmpfs(out))
+    inside = Path(f"/proc/{sidecar.pid}/root") / str(out).lstrip("/")
+    sidecar.output_dir = inside
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    sidecar.wait_addresses(["10.0.0.1"])
+    filler = inside / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError as exc:
+        assert exc.errno == 28  # the tmpfs is full now
+    finally:
+        os.close(fd)
+    api.apply(slice_of("web-a", *[f"10.0.0.{i}" for i in range(1, 200)]))
+    wait_until(lambda: sidecar.events("write_failed"), timeout=10, what="a failed write")
+    assert sidecar.events("write_failed")[0]["errno"] == 28
+    assert sidecar.addresses() == ["10.0.0.1"]
+    assert sorted(p.name for p in inside.iterdir()) == ["filler", "index.html", "index.json", "index.txt"]
+    wait_until(lambda: sidecar.probe("/readyz") == 503, timeout=5, what="not ready")
+    filler.unlink()
+    wait_until(lambda: len(sidecar.addresses() or []) == 199, timeout=40, what="the retried write")
+    wait_until(lambda: sidecar.probe("/readyz") == 200, timeout=5, what="ready again")
+
+
+def test_read_only_folder_keeps_the_old_page(api: ApiStandIn, start_sidecar: Start, tmp_path: Path) -> None:
+    """A folder that turns read-only: old files kept, error logged, retried, recovered."""
+    out = tmp_path / "out-ro"
+    out.mkdir()
+    sidecar = start_sidecar(output_dir=out, command_prefix=in_private_tmpfs(out))
+    inside = Path(f"/proc/{sidecar.pid}/root") / str(out).lstrip("/")
+    sidecar.output_dir = inside
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    sidecar.wait_addresses(["10.0.0.1"])
+    nsenter(sidecar, "mount", "-o", "remount,ro", str(out))
+    api.apply(slice_of("web-a", "10.0.0.2"))
+    wait_until(lambda: len(sidecar.events("write_failed")) >= 2, timeout=15, what="retried writes")
+    failures = sidecar.events("write_failed")
+    assert failures[0]["errno"] == 30  # EROFS
+    assert failures[1]["retry_in"] >= failures[0]["retry_in"]
+    assert sidecar.addresses() == ["10.0.0.1"]
+    nsenter(sidecar, "mount", "-o", "remount,rw", str(out))
+    sidecar.wait_addresses(["10.0.0.2"], timeout=40)
+
+
+def test_stale_temps_removed_at_start(api: ApiStandIn, start_sidecar: Start, tmp_path: Path) -> None:
+    """Temp files a killed predecessor left are removed when the sidecar starts."""
+    out = tmp_path / "out-stale"
+    out.mkdir()
+    (out / ".podlister-index.html.0badc0de.tmp").write_text("half a page")
+    started_with(api, start_sidecar, "10.0.0.1", output_dir=out)
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "index.json", "index.txt"]
+
+
+def test_sigterm_during_a_burst(api: ApiStandIn, start_sidecar: Start) -> None:
+    """SIGTERM in the middle of a burst of changes: exit 0, only whole files, no temps."""
+    sidecar = started_with(api, start_sidecar, "10.0.2.1")
+    stop = threading.Event()
+
+    def churn() -> None:
+        count = 1
+        while not stop.is_set() and count < 5000:
+            count += 1
+            api.apply(slice_of("web-a", *[f"10.0.2.{i}" for i in range(1, count % 250 + 2)]))
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        wait_until(lambda: sidecar.metric("podlister_writes_total") >= 5, timeout=10, what="writes in the burst")
+        sidecar.signal(signal.SIGTERM)
+        assert sidecar.wait_exit(timeout=5) == 0
+    finally:
+        stop.set()
+        churner.join(timeout=10)
+    assert sorted(p.name for p in sidecar.output_dir.iterdir()) == ["index.html", "index.json", "index.txt"]
+    document = json.loads((sidecar.output_dir / "index.json").read_text())
+    text = (sidecar.output_dir / "index.txt").read_text().splitlines()
+    assert text == document["addresses"]
