@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -23,7 +25,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import FrameType
 
+    from kubernetes.client import ApiClient
+
     from sidecar.config import Settings
+    from sidecar.render import PageTemplate
 
 log = structlog.get_logger("sidecar")
 
@@ -58,16 +63,65 @@ def _clean_output(settings: Settings) -> None:
         log.info("stale_temps_removed", files=removed)
 
 
-def run(settings: Settings, environ: Mapping[str, str]) -> int:  # noqa: PLR0915 - linear wiring
+def _prepare(settings: Settings, environ: Mapping[str, str]) -> tuple[PageTemplate, ApiClient]:
+    """Everything that can fail with a configuration error, before any thread starts."""
+    if settings.template_dir is not None and not settings.template_dir.is_dir():
+        msg = f"PODLISTER_TEMPLATE_DIR {settings.template_dir} is not a directory"
+        raise ConnectionConfigError(msg)
+    return load_template(settings.template_dir), api_client(environ)
+
+
+def _workers(  # noqa: PLR0913 - the collaborators the threads run
+    *,
+    settings: Settings,
+    template: PageTemplate,
+    publisher: Publisher,
+    watcher: EndpointWatcher,
+    metrics: Metrics,
+    stop: threading.Event,
+) -> list[threading.Thread]:
+    workers = [
+        threading.Thread(target=publisher.run, name="publish", daemon=True),
+        threading.Thread(target=watcher.run, name="watch", daemon=True),
+    ]
+    if settings.template_dir is not None:
+        reload_templates = functools.partial(
+            watch_templates,
+            template_dir=settings.template_dir,
+            current=template,
+            on_template=publisher.set_template,
+            metrics=metrics,
+            stop_event=stop,
+        )
+        workers.append(threading.Thread(target=reload_templates, name="templates", daemon=True))
+    return workers
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _supervise(workers: list[threading.Thread], stop: threading.Event) -> int:
+    """Wait for a signal; a worker that dies is a bug, and exiting lets the kubelet restart us."""
+    while not stop.wait(THREAD_CHECK_INTERVAL):
+        dead = [worker.name for worker in workers if not worker.is_alive()]
+        if dead:
+            log.error("worker_died", workers=dead)
+            return EXIT_FAILURE
+    return EXIT_OK
+
+
+def run(settings: Settings, environ: Mapping[str, str]) -> int:
     """Start everything, wait for a signal or a dead worker, then stop everything."""
     configure_logging(settings.log_format)
     log.info("start", **_settings_for_log(settings))
-    if settings.template_dir is not None and not settings.template_dir.is_dir():
-        log.error("config_invalid", variable="PODLISTER_TEMPLATE_DIR", reason="not a directory")
-        return EXIT_CONFIG
     try:
-        template = load_template(settings.template_dir)
-        client = api_client(environ)
+        template, client = _prepare(settings, environ)
     except TemplateError as exc:
         log.error("template_invalid", file=exc.file, line=exc.line, reason=exc.reason)
         return EXIT_CONFIG
@@ -84,8 +138,7 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:  # noqa: PLR0915
             host=settings.health_host, port=settings.health_port, state=health, metrics=metrics
         )
     except OSError as exc:
-        log.error("health_bind_failed", host=settings.health_host, port=settings.health_port,
-                  reason=str(exc))
+        log.error("health_bind_failed", port=settings.health_port, reason=str(exc))
         return EXIT_FAILURE
     publisher = Publisher(
         settings=settings, template=template, health=health, metrics=metrics, stop_event=stop
@@ -100,33 +153,15 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:  # noqa: PLR0915
         metrics=metrics,
         stop_event=stop,
     )
-    workers = [
-        threading.Thread(target=publisher.run, name="publish", daemon=True),
-        threading.Thread(target=watcher.run, name="watch", daemon=True),
-    ]
-    if settings.template_dir is not None:
-        workers.append(
-            threading.Thread(
-                target=watch_templates,
-                name="templates",
-                daemon=True,
-                kwargs={
-                    "template_dir": settings.template_dir,
-                    "current": template,
-                    "on_template": publisher.set_template,
-                    "metrics": metrics,
-                    "stop_event": stop,
-                },
-            )
-        )
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
+    workers = _workers(
+        settings=settings,
+        template=template,
+        publisher=publisher,
+        watcher=watcher,
+        metrics=metrics,
+        stop=stop,
+    )
+    _install_signal_handlers(stop)
     server.start()
     for worker in workers:
         worker.start()
@@ -135,20 +170,14 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:  # noqa: PLR0915
     gc.collect()
     gc.freeze()
 
-    code = EXIT_OK
-    while not stop.wait(THREAD_CHECK_INTERVAL):
-        dead = [worker.name for worker in workers if not worker.is_alive()]
-        if dead:
-            log.error("worker_died", workers=dead)
-            code = EXIT_FAILURE
-            break
-
+    code = _supervise(workers, stop)
     stop.set()
     watcher.stop()
     publisher.stop()
+    deadline = time.monotonic() + STOP_GRACE
     for worker in workers:
-        worker.join(timeout=STOP_GRACE / len(workers))
+        worker.join(timeout=max(0.0, deadline - time.monotonic()))
     server.stop()
-    client.close()
+    client.close()  # type: ignore[no-untyped-call]
     log.info("stop", exit_code=code)
     return code

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Backoff:
-    """Delays of initial, 2×initial, … up to cap, each stretched by up to ``jitter``.
+    """Delays of initial, 2xinitial, … up to cap, each stretched by up to ``jitter``.
 
     A failure after ``reset_after`` seconds without one starts again from ``initial``,
     so a connection that drops once a day does not wait 30 s.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only tuning knobs
         self,
         *,
         initial: float = 0.8,
@@ -41,7 +44,7 @@ class Backoff:
         base = min(self._cap, self._initial * 2**self._attempt)
         self._attempt = min(self._attempt + 1, 32)
         delay = min(self._cap, base * (1 + self._jitter * self._rng.random()))
-        return max(delay, min(at_least, self._cap))
+        return float(max(delay, min(at_least, self._cap)))
 
     def reset(self) -> None:
         """Forget the streak: the next failure waits ``initial`` again."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, ClassVar
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING, ClassVar
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sidecar.metrics import Metrics
 
 
@@ -23,9 +24,7 @@ class HealthState:
     Ready: a page has been written and the latest write succeeded.
     """
 
-    def __init__(
-        self, *, stale_after: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, *, stale_after: float, clock: Callable[[], float] = time.monotonic) -> None:
         """Start live (the loop has just begun) and not ready."""
         self._stale_after = stale_after
         self._clock = clock

@@ -23,9 +23,9 @@ def api_client(environ: Mapping[str, str]) -> client.ApiClient:
     try:
         if environ.get("KUBERNETES_SERVICE_HOST"):
             # Re-reads the projected token as the kubelet rotates it.
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(
+            config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=environ.get("KUBECONFIG") or None,
                 client_configuration=configuration,
             )

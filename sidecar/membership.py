@@ -155,8 +155,7 @@ def membership(views: Iterable[SliceView]) -> Membership:
     for rank, key, member in best.values():
         groups[rank].append((key, member))
     ready, terminating, not_ready = (
-        tuple(member for _, member in sorted(group, key=lambda item: item[0]))
-        for group in groups
+        tuple(member for _, member in sorted(group, key=lambda item: item[0])) for group in groups
     )
     return Membership(ready=ready, terminating=terminating, not_ready=not_ready)
 

@@ -1,4 +1,4 @@
-"""Pure rendering: a membership snapshot in, the bytes of index.json, index.txt and index.html out."""
+"""Pure rendering: a membership snapshot in, the bytes of index.json, .txt and .html out."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def compile_template(source: str, origin: str) -> PageTemplate:
         template.render(page_context(_sample_data()))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(file=origin, line=exc.lineno, reason=exc.message or str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - any failure of a user's template is reported alike
+    except Exception as exc:
         raise TemplateError(file=origin, line=_line_in(exc, origin), reason=str(exc)) from exc
     return PageTemplate(template=template, origin=origin, source=source)
 
@@ -159,8 +159,10 @@ def render_files(data: PageData, page: PageTemplate) -> dict[str, bytes]:
     context = page_context(data)
     try:
         html = page.template.render(context)
-    except Exception as exc:  # noqa: BLE001 - a runtime template failure must not stop the loop
-        raise TemplateError(file=page.origin, line=_line_in(exc, page.origin), reason=str(exc)) from exc
+    except Exception as exc:
+        raise TemplateError(
+            file=page.origin, line=_line_in(exc, page.origin), reason=str(exc)
+        ) from exc
     addresses = context["addresses"]
     return {
         "index.json": (json.dumps(context, indent=1) + "\n").encode(),

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("sidecar.templates")
 
 
-def watch_templates(  # noqa: PLR0913 - keyword-only wiring
+def watch_templates(
     *,
     template_dir: Path,
     current: PageTemplate,

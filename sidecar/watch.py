@@ -15,7 +15,6 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -27,6 +26,8 @@ from sidecar.backoff import Backoff
 from sidecar.membership import SliceView, endpoints_view, slice_view
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
     from sidecar.health import HealthState
     from sidecar.metrics import Metrics
 
@@ -94,13 +95,15 @@ def classify(exc: ApiException) -> Exception:
     if status == 410:  # noqa: PLR2004
         return Expired(message)
     kind = {401: "unauthorized", 403: "forbidden", 404: "not_found", 429: "throttled"}.get(
-        status, "server" if status >= 500 else "client"  # noqa: PLR2004
+        status,
+        "server" if status >= 500 else "client",  # noqa: PLR2004
     )
     return WatchError(
         kind, message or str(exc.reason), status=status, retry_after=_retry_after(exc.headers)
     )
 
 
+Param = str | int | bool | None
 _USER = re.compile(r'User "([^"]*)"')
 
 
@@ -111,9 +114,13 @@ class _Resource:
         self.api = api
         if api is Api.ENDPOINT_SLICES:
             self.name = "endpointslices.discovery.k8s.io"
-            self.call = client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice
+            self.call: Callable[..., Any] = client.DiscoveryV1Api(
+                api_client
+            ).list_namespaced_endpoint_slice
             # The EndpointSlice controller labels every slice of a Service with its name.
-            self.selector = {"label_selector": f"kubernetes.io/service-name={service}"}
+            self.selector: dict[str, str] = {
+                "label_selector": f"kubernetes.io/service-name={service}"
+            }
             self.parse: Callable[[Mapping[str, Any]], SliceView] = slice_view
         else:
             self.name = "endpoints"
@@ -236,7 +243,7 @@ class EndpointWatcher:
             if continue_token is None or self._stop.is_set():
                 return views, resource_version
 
-    def _get_json(self, resource: _Resource, *, verb: str, **params: Any) -> dict[str, Any]:
+    def _get_json(self, resource: _Resource, *, verb: str, **params: Param) -> dict[str, Any]:
         response = self._request(resource, verb=verb, limit=LIST_PAGE_SIZE, **params)
         try:
             body = json.loads(response.read())
@@ -248,7 +255,7 @@ class EndpointWatcher:
             raise WatchError("malformed", "list response is not a JSON object")
         return body
 
-    def _request(self, resource: _Resource, *, verb: str, **params: Any) -> urllib3.HTTPResponse:
+    def _request(self, resource: _Resource, *, verb: str, **params: Param) -> urllib3.HTTPResponse:
         try:
             response: urllib3.HTTPResponse = resource.call(
                 self._namespace,
@@ -302,7 +309,7 @@ class EndpointWatcher:
             kind = event["type"]
             obj = event["object"]
             if not isinstance(obj, dict):
-                raise TypeError("object is not a JSON object")  # noqa: TRY301, EM101
+                raise TypeError("object is not a JSON object")  # noqa: TRY301
         except (ValueError, KeyError, TypeError) as exc:
             # We may have missed a real change: repair with a list at the next reconnect.
             self._skip("malformed", line, exc)

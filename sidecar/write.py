@@ -67,7 +67,7 @@ def write_atomic(path: Path, data: bytes) -> bool:
             os.fchmod(fd, FILE_MODE)
         finally:
             os.close(fd)
-        os.replace(temp, path)
+        temp.replace(path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink()

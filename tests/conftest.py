@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from kubestub import ApiStandIn
 from sidecar_process import SidecarProcess, write_kubeconfig
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,7 +47,9 @@ def start_sidecar(kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., Si
         out.mkdir(exist_ok=True)
         kwargs.setdefault("health_addr", f"127.0.0.1:{free_port()}")
         kwargs.setdefault("kubeconfig", kubeconfig)
-        process = SidecarProcess(output_dir=out, log_path=tmp_path / f"sidecar{index}.log", **kwargs)
+        process = SidecarProcess(
+            output_dir=out, log_path=tmp_path / f"sidecar{index}.log", **kwargs
+        )
         started.append(process.start())
         return process
 

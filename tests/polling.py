@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 T = TypeVar("T")
 
@@ -32,6 +34,8 @@ def wait_until(
         except (OSError, ValueError, KeyError) as exc:
             last_error = exc
         if time.monotonic() >= deadline:
-            detail = f"; last value {last!r}" if last_error is None else f"; last error {last_error!r}"
+            detail = (
+                f"; last value {last!r}" if last_error is None else f"; last error {last_error!r}"
+            )
             raise WaitTimeout(f"{what} not reached within {timeout}s{detail}")
         time.sleep(interval)

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polling import wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def write_kubeconfig(path: Path, server: str, *, token: str = "stand-in-token") -> Path:
@@ -32,7 +34,7 @@ def write_kubeconfig(path: Path, server: str, *, token: str = "stand-in-token") 
 class SidecarProcess:
     """One ``python -m sidecar`` child with its own log file."""
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         *,
         kubeconfig: Path,
@@ -48,7 +50,9 @@ class SidecarProcess:
         self.log_path = log_path
         self.output_dir = output_dir
         self.health_addr = health_addr
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PODLISTER_", "KUBERNETES_"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("PODLISTER_", "KUBERNETES_"))
+        }
         env.update(
             {
                 "KUBECONFIG": str(kubeconfig),
@@ -115,7 +119,7 @@ class SidecarProcess:
     def metrics_text(self) -> str:
         """The /metrics page."""
         with urllib.request.urlopen(self.health_url("/metrics"), timeout=2) as response:  # noqa: S310
-            return response.read().decode()
+            return str(response.read().decode())
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample's value from /metrics (0 when absent)."""
@@ -137,7 +141,9 @@ class SidecarProcess:
 
     def wait_addresses(self, expected: list[str], *, timeout: float = 10.0) -> None:
         """Wait until index.json lists exactly these addresses."""
-        wait_until(lambda: self.addresses() == expected, timeout=timeout, what=f"addresses {expected}")
+        wait_until(
+            lambda: self.addresses() == expected, timeout=timeout, what=f"addresses {expected}"
+        )
 
     def signal(self, signum: int) -> None:
         """Send a signal to the child."""

@@ -6,10 +6,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from sidecar.config import ConfigError, load_settings
 
 BASE = {"PODLISTER_SERVICE": "web", "PODLISTER_OUTPUT_DIR": "/out"}
-
 
 
 def test_defaults() -> None:

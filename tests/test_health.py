@@ -21,23 +21,25 @@ def test_live_until_progress_is_stale() -> None:
     """Live while the last progress is recent; not live after stale_after without any."""
     clock = Clock()
     state = HealthState(stale_after=10, clock=clock)
-    assert state.live
+    seen = [state.live]
     clock.now += 10.5
-    assert not state.live
+    seen.append(state.live)
     state.progress()
-    assert state.live
+    seen.append(state.live)
+    assert seen == [True, False, True]
 
 
 def test_ready_needs_a_page_and_a_working_folder() -> None:
     """Not ready before the first page; not ready while writes fail; ready again after."""
     state = HealthState(stale_after=10)
-    assert not state.ready
+    seen = [state.ready]
     state.write_succeeded()
-    assert state.ready
+    seen.append(state.ready)
     state.write_failed()
-    assert not state.ready
+    seen.append(state.ready)
     state.write_succeeded()
-    assert state.ready
+    seen.append(state.ready)
+    assert seen == [False, True, False, True]
 
 
 def status(url: str) -> int:

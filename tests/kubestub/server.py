@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from kubestub.selectors import Predicate, field_selector, label_selector
 
@@ -112,10 +112,11 @@ class ApiStandIn:
     @property
     def url(self) -> str:
         """Base URL for a kubeconfig's ``server``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        host = self._server.server_address[0]
+        assert isinstance(host, str)
+        return f"http://{host}:{self._server.server_port}"
 
-    def start(self) -> ApiStandIn:
+    def start(self) -> Self:
         """Serve in a background thread."""
         self._thread.start()
         return self
@@ -127,7 +128,7 @@ class ApiStandIn:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> ApiStandIn:
+    def __enter__(self) -> Self:
         """Start, for ``with``."""
         return self.start()
 
@@ -265,7 +266,9 @@ class ApiStandIn:
                     body["details"] = {"retryAfterSeconds": retry_after}
                 return status, body
             if resource == SLICES and not self._slices_served:
-                return 404, status_body(404, "NotFound", "the server could not find the requested resource")
+                return 404, status_body(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
             if verb in self._forbidden:
                 name, group = _RESOURCE_NAMES[resource]
                 full = f"{name}.{group}" if group else name
@@ -276,7 +279,9 @@ class ApiStandIn:
                 return 403, status_body(403, "Forbidden", message)
         return None
 
-    def _list(self, resource: str, namespace: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _list(
+        self, resource: str, namespace: str, params: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
         predicate = _predicate(params)
         limit = int(params.get("limit") or 0)
         if self.max_page_size:
@@ -286,7 +291,9 @@ class ApiStandIn:
             token = params.get("continue")
             if token:
                 if token not in self._continues:
-                    return 410, status_body(410, "Expired", "the provided continue parameter is too old")
+                    return 410, status_body(
+                        410, "Expired", "the provided continue parameter is too old"
+                    )
                 rv, remaining = self._continues.pop(token)
             else:
                 rv = self._resource_version
@@ -365,13 +372,16 @@ class _Handler(BaseHTTPRequestHandler):
         params = dict(urllib.parse.parse_qsl(url.query))
         route = _route(url.path)
         if route is None:
-            self._json(404, status_body(404, "NotFound", "the server could not find the requested resource"))
+            self._json(
+                404,
+                status_body(404, "NotFound", "the server could not find the requested resource"),
+            )
             return
         resource, namespace = route
         verb = "watch" if params.get("watch") in {"true", "1"} else "list"
-        with self.api._lock:  # noqa: SLF001 - the handler is part of the stand-in
+        with self.api._lock:
             self.api.requests.append(Request("GET", resource, verb, params, time.monotonic()))
-        refused = self.api._check(verb, resource, namespace)  # noqa: SLF001
+        refused = self.api._check(verb, resource, namespace)
         if refused is not None:
             status, body = refused
             headers = {}
@@ -382,13 +392,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             if verb == "list":
-                self._json(*self.api._list(resource, namespace, params))  # noqa: SLF001
+                self._json(*self.api._list(resource, namespace, params))
             else:
                 self._stream_watch(resource, namespace, params)
         except ValueError as exc:
             self._json(400, status_body(400, "BadRequest", str(exc)))
 
-    def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def _json(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -404,7 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream_watch(self, resource: str, namespace: str, params: dict[str, str]) -> None:
         api = self.api
-        watch, backlog = api._open_watch(resource, namespace, params)  # noqa: SLF001
+        watch, backlog = api._open_watch(resource, namespace, params)
         try:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -415,7 +427,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client went away
         finally:
-            api._close_watch(watch)  # noqa: SLF001
+            api._close_watch(watch)
             self.close_connection = True
 
     def _serve_events(self, watch: _Watch, backlog: list[bytes], params: dict[str, str]) -> None:
@@ -424,22 +436,23 @@ class _Handler(BaseHTTPRequestHandler):
         if api.max_watch_seconds is not None:
             timeout = min(timeout, api.max_watch_seconds)
         deadline = time.monotonic() + timeout
-        bookmarks = params.get("allowWatchBookmarks") == "true" and api.bookmark_interval
+        interval = api.bookmark_interval
+        bookmarks = params.get("allowWatchBookmarks") == "true" and interval is not None
         pending = list(backlog)
         while True:
-            if not api._stalled.is_set():  # noqa: SLF001
+            if not api._stalled.is_set():
                 for line in pending:
                     self._chunk(line)
                 pending.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wait = min(remaining, api.bookmark_interval) if bookmarks else remaining
+            wait = min(remaining, interval) if interval is not None and bookmarks else remaining
             try:
                 action, payload = watch.queue.get(timeout=wait)
             except queue.Empty:
-                if bookmarks and not api._stalled.is_set():  # noqa: SLF001
-                    self._chunk(api._bookmark(watch.resource))  # noqa: SLF001
+                if bookmarks and not api._stalled.is_set():
+                    self._chunk(api._bookmark(watch.resource))
                 continue
             if action == "drop":
                 # No terminating chunk: the client sees the connection break mid-stream.
@@ -454,7 +467,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             if action in {"line", "raw"}:
                 pending.append(payload)
-        if not api._stalled.is_set():  # noqa: SLF001
+        if not api._stalled.is_set():
             for line in pending:
                 self._chunk(line)
         self.wfile.write(b"0\r\n\r\n")
@@ -466,7 +479,11 @@ def _route(path: str) -> tuple[str, str] | None:
     parts = [p for p in path.split("/") if p]
     for prefix, resource in _ROUTES.items():
         n = len(prefix)
-        if tuple(parts[:n]) == prefix and len(parts) == n + 3 and parts[n] == "namespaces":
-            if parts[n + 2] == resource:
-                return resource, parts[n + 1]
+        if (
+            tuple(parts[:n]) == prefix
+            and len(parts) == n + 3
+            and parts[n] == "namespaces"
+            and parts[n + 2] == resource
+        ):
+            return resource, parts[n + 1]
     return None
