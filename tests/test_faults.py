@@ -121,9 +121,11 @@ def test_watch_from_compacted_version_relists(api: ApiStandIn, start_sidecar: St
     api.apply(slice_of("web-a", "10.0.0.3"))
     api.compact()
     api.drop_watches()
+    # The resumed watch asks for a compacted version: 410 (sent even while stalled), relist.
+    wait_until(lambda: len(api.requests_for("list")) == 2, timeout=15, what="a relist")
     api.stall(stalled=False)
     sidecar.wait_addresses(["10.0.0.3"], timeout=15)
-    assert len(api.requests_for("list")) == 2
+    assert sidecar.metric("podlister_watch_restarts_total", reason="expired") == 1
 
 
 def test_clean_end_resumes_without_relist(api: ApiStandIn, start_sidecar: Start) -> None:
