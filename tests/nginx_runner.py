@@ -26,7 +26,9 @@ INSTALL_HINT = "nginx is not installed: apt-get install nginx-light (Debian) and
 
 def nginx_binary() -> str:
     """The nginx executable, or an error that says how to install it."""
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
     if found is None:
         raise FileNotFoundError(INSTALL_HINT)
     return found
@@ -60,12 +62,27 @@ class NginxPod:
 
     def start(self) -> NginxPod:
         """Start nginx in the foreground (the conf says daemon off) and wait until it answers."""
-        command = [nginx_binary(), "-p", f"{self.folder}/", "-c", str(self.folder / "conf" / "nginx.conf"), "-e", "stderr"]
+        command = [
+            nginx_binary(),
+            "-p",
+            f"{self.folder}/",
+            "-c",
+            str(self.folder / "conf" / "nginx.conf"),
+            "-e",
+            "stderr",
+        ]
         if os.geteuid() == 0:
             command += ["-g", "user nobody nogroup;"]
         log = (self.folder / "logs" / "nginx.log").open("ab")
         with log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # Its own process group: a crash (kill) takes the workers with the master.
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         wait_until(self._answers, timeout=10, what=f"nginx on {self.url}")
         return self
 
@@ -86,6 +103,12 @@ class NginxPod:
         except OSError:
             return 0
 
+    def kill(self) -> None:
+        """Crash: SIGKILL the master and its workers at once."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
     def stop(self, *, graceful: bool = True) -> None:
         """SIGQUIT (finish requests) or SIGTERM, then wait; SIGKILL after 10 s."""
         if self.process is None or self.process.poll() is not None:
@@ -94,5 +117,4 @@ class NginxPod:
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+            self.kill()

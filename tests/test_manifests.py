@@ -1,5 +1,6 @@
 """The manifests: they render, validate against Kubernetes 1.31-1.34, pass checkov and
-hadolint, and hold the policies scanners do not check."""
+hadolint, and hold the policies scanners do not check.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, path in VARIANTS.items():
         result = subprocess.run(
             [tool("kubectl"), "kustomize", str(REPO / path)],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert result.returncode == 0, result.stderr
         files[name] = out / f"{name}.yaml"
@@ -63,7 +67,10 @@ def test_validates_strictly(rendered: dict[str, Path], variant: str, version: st
     """Every rendered object validates against the version's schema with no warning."""
     result = subprocess.run(
         [tool("kubernetes-validate"), "--strict", "-k", version, str(rendered[variant])],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -73,20 +80,34 @@ def test_validates_strictly(rendered: dict[str, Path], variant: str, version: st
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_checkov_passes(rendered: dict[str, Path], variant: str) -> None:
-    """checkov (offline) reports no failed check; skips are justified in .checkov.yaml."""
+    """Checkov (offline) reports no failed check; skips are justified in .checkov.yaml."""
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     result = subprocess.run(
-        [tool("checkov"), "--config-file", str(REPO / ".checkov.yaml"), "-f", str(rendered[variant])],
-        capture_output=True, text=True, timeout=300, check=False, env=env,
+        [
+            tool("checkov"),
+            "--config-file",
+            str(REPO / ".checkov.yaml"),
+            "-f",
+            str(rendered[variant]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Failed checks: 0" in result.stdout, result.stdout
 
 
 def test_hadolint_is_clean() -> None:
-    """hadolint finds nothing in the Dockerfile."""
+    """Hadolint finds nothing in the Dockerfile."""
     result = subprocess.run(
-        [tool("hadolint"), str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60, check=False
+        [tool("hadolint"), str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -112,12 +133,18 @@ def test_role_grants_exactly_endpointslice_reads(rendered: dict[str, Path]) -> N
     """The Role allows get/list/watch on discovery.k8s.io endpointslices and nothing else."""
     objects = docs(rendered, "do")
     assert one(objects, "Role")["rules"] == [
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        }
     ]
     assert not [o for o in objects if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
     binding = one(objects, "RoleBinding")
     assert binding["roleRef"]["kind"] == "Role"
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "podlister", "namespace": "podlister"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "podlister", "namespace": "podlister"}
+    ]
 
 
 def test_native_sidecar_gates_nginx(rendered: dict[str, Path]) -> None:
@@ -128,7 +155,12 @@ def test_native_sidecar_gates_nginx(rendered: dict[str, Path]) -> None:
     assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"] for e in sidecar["env"]}
-    assert {"PODLISTER_SERVICE", "PODLISTER_OUTPUT_DIR", "PODLISTER_POD_IP", "PODLISTER_POD_NAME"} <= env
+    assert {
+        "PODLISTER_SERVICE",
+        "PODLISTER_OUTPUT_DIR",
+        "PODLISTER_POD_IP",
+        "PODLISTER_POD_NAME",
+    } <= env
 
 
 def test_page_volume_read_only_in_nginx(rendered: dict[str, Path]) -> None:
@@ -146,7 +178,8 @@ def test_page_volume_read_only_in_nginx(rendered: dict[str, Path]) -> None:
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_restricted_security_context(rendered: dict[str, Path], variant: str) -> None:
     """Both containers meet "restricted": non-root UID >= 10000, no escalation, drop ALL,
-    read-only root, seccomp RuntimeDefault; requests and limits set; sidecar CPU >= 100m."""
+    read-only root, seccomp RuntimeDefault; requests and limits set; sidecar CPU >= 100m.
+    """
     spec = pod_spec(docs(rendered, variant))
     pod = spec["securityContext"]
     assert pod["runAsNonRoot"] is True
@@ -160,7 +193,13 @@ def test_restricted_security_context(rendered: dict[str, Path], variant: str) ->
         assert context["capabilities"]["drop"] == ["ALL"], container["name"]
         assert container["resources"]["requests"], container["name"]
         assert container["resources"]["limits"], container["name"]
-    assert spec["initContainers"][0]["resources"]["limits"]["cpu"] in {"100m", "200m", "250m", "500m", "1"}
+    assert spec["initContainers"][0]["resources"]["limits"]["cpu"] in {
+        "100m",
+        "200m",
+        "250m",
+        "500m",
+        "1",
+    }
     for volume in spec["volumes"]:
         assert set(volume) & {"configMap", "emptyDir", "projected"}, volume["name"]
 
@@ -177,7 +216,8 @@ def test_no_replicas_next_to_the_hpa(rendered: dict[str, Path]) -> None:
 
 def test_digitalocean_load_balancer(rendered: dict[str, Path]) -> None:
     """The do overlay's Service is a LoadBalancer whose health check reads /readyz over HTTP,
-    with the override annotation DigitalOcean needs to honour it."""
+    with the override annotation DigitalOcean needs to honour it.
+    """
     service = one(docs(rendered, "do"), "Service")
     assert service["spec"]["type"] == "LoadBalancer"
     annotations = service["metadata"]["annotations"]
@@ -202,7 +242,7 @@ def test_selectors_and_labels(rendered: dict[str, Path], variant: str) -> None:
 
 
 def test_images_pinned_and_no_subpath(rendered: dict[str, Path]) -> None:
-    """nginx is pinned by digest; no volume is mounted with subPath (updates must arrive live)."""
+    """Nginx is pinned by digest; no volume is mounted with subPath (updates must arrive live)."""
     spec = pod_spec(docs(rendered, "do"))
     assert "@sha256:" in spec["containers"][0]["image"]
     for container in spec["initContainers"] + spec["containers"]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from nginx_runner import NginxPod
+
 from sidecar.membership import Member, Membership
 from sidecar.render import PageData, packaged_template, render_files
 from sidecar.write import write_files
@@ -19,7 +20,7 @@ ADDRESS = "127.0.1.250"
 
 @pytest.fixture
 def pod(tmp_path: Path) -> Iterator[NginxPod]:
-    """nginx with the unchanged base nginx.conf on its own loopback address."""
+    """Nginx with the unchanged base nginx.conf on its own loopback address."""
     nginx = NginxPod(tmp_path / "pod", ADDRESS).start()
     yield nginx
     nginx.stop()
@@ -56,7 +57,7 @@ def test_not_ready_before_the_first_page(pod: NginxPod) -> None:
 
 
 def test_content_negotiation(pod: NginxPod) -> None:
-    """curl gets the plain list, a browser HTML, a JSON client JSON; /index.json always JSON."""
+    """Curl gets the plain list, a browser HTML, a JSON client JSON; /index.json always JSON."""
     write_pages(pod, "10.0.0.1", "10.0.0.2")
     status, headers, body = get(pod, "/")
     assert (status, body) == (200, b"10.0.0.1\n10.0.0.2\n")

@@ -1,0 +1,125 @@
+"""The load balancer: nginx on 127.0.0.1 proxying to the ready pods, reloaded on every change."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from nginx_runner import nginx_binary
+
+from polling import wait_until
+
+LB_CONF = """\
+worker_processes 1;
+pid run/nginx.pid;
+error_log stderr warn;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path run/client_body;
+    proxy_temp_path run/proxy;
+    fastcgi_temp_path run/fastcgi;
+    uwsgi_temp_path run/uwsgi;
+    scgi_temp_path run/scgi;
+    include upstream.conf;
+    server {{
+        listen {address};
+        location / {{
+            proxy_pass http://pods;
+            # Like a cloud load balancer: a pod that fails is skipped, the client sees no error.
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_connect_timeout 1s;
+            add_header X-LB-Generation $lb_generation always;
+        }}
+    }}
+}}
+"""
+
+
+class LoadBalancer:
+    """nginx in front of the pods; ``set_backends`` rewrites the upstream and waits for the reload."""
+
+    def __init__(self, folder: Path, address: str) -> None:
+        """Lay out the folder; start() launches."""
+        self.folder, self.address = folder, address
+        for sub in ("conf", "run", "logs"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / "conf" / "nginx.conf").write_text(LB_CONF.format(address=address))
+        self.generation = 0
+        self.backends: list[str] = []
+        self._write_upstream()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where clients send requests."""
+        return f"http://{self.address}"
+
+    def _write_upstream(self) -> None:
+        servers = [f"    server {b} max_fails=0;" for b in self.backends] or [
+            "    server 127.0.0.1:9 down;"
+        ]
+        text = "upstream pods {\n" + "\n".join(servers) + "\n}\n"
+        text += f"map $host $lb_generation {{ default {self.generation}; }}\n"
+        (self.folder / "conf" / "upstream.conf").write_text(text)
+
+    def start(self) -> LoadBalancer:
+        """Start nginx and wait until it answers."""
+        command = [
+            nginx_binary(),
+            "-p",
+            f"{self.folder}/",
+            "-c",
+            str(self.folder / "conf" / "nginx.conf"),
+            "-e",
+            "stderr",
+        ]
+        if os.geteuid() == 0:
+            command += ["-g", "user nobody nogroup;"]
+        with (self.folder / "logs" / "nginx.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_until(
+            lambda: self._generation() == self.generation, timeout=10, what="load balancer up"
+        )
+        return self
+
+    def _generation(self) -> int | None:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:  # noqa: S310
+                return int(response.headers["X-LB-Generation"])
+        except urllib.error.HTTPError as exc:
+            return int(exc.headers["X-LB-Generation"])
+        except OSError:
+            return None
+
+    def set_backends(self, backends: list[str]) -> None:
+        """Send traffic to exactly these host:port backends; returns once nginx serves the change."""
+        self.backends = list(backends)
+        self.generation += 1
+        self._write_upstream()
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: self._generation() == self.generation, timeout=10, what="load balancer reload"
+        )
+
+    def stop(self) -> None:
+        """Stop nginx (by pid)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
