@@ -164,7 +164,7 @@ def test_native_sidecar_gates_nginx(rendered: dict[str, Path]) -> None:
 
 
 def test_page_volume_read_only_in_nginx(rendered: dict[str, Path]) -> None:
-    """The shared emptyDir is in memory with a size limit, written by the sidecar, read-only in nginx."""
+    """The page emptyDir: in memory, size-limited, writable by the sidecar, read-only in nginx."""
     spec = pod_spec(docs(rendered, "do"))
     page = next(v for v in spec["volumes"] if v["name"] == "page")
     assert page["emptyDir"]["medium"] == "Memory"
@@ -205,7 +205,7 @@ def test_restricted_security_context(rendered: dict[str, Path], variant: str) ->
 
 
 def test_no_replicas_next_to_the_hpa(rendered: dict[str, Path]) -> None:
-    """The do overlay has an autoscaling/v2 HPA with a behavior and no replicas in the Deployment."""
+    """The do overlay has an autoscaling/v2 HPA with a behavior and no Deployment replicas."""
     objects = docs(rendered, "do")
     hpa = one(objects, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from nginx_runner import NginxPod
@@ -14,6 +13,10 @@ from nginx_runner import NginxPod
 from sidecar.membership import Member, Membership
 from sidecar.render import PageData, packaged_template, render_files
 from sidecar.write import write_files
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 ADDRESS = "127.0.1.250"
 

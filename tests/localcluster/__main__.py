@@ -41,11 +41,11 @@ def step(cluster: LocalCluster, replicas: int) -> None:
             if cluster.page_of(pod) == expected:
                 took[pod.ip] = time.monotonic() - changed
                 del pending[index]
-    print(f"\nscaled to {replicas} in {changed - started:.2f}s (processes start, probes pass)")  # noqa: T201
+    print(f"\nscaled to {replicas} in {changed - started:.2f}s (processes start, probes pass)")
     for ip, seconds in sorted(took.items()):
-        print(f"  {ip:<11} serves the new list {seconds * 1000:7.1f} ms after the change")  # noqa: T201
+        print(f"  {ip:<11} serves the new list {seconds * 1000:7.1f} ms after the change")
     for pod in pending.values():
-        print(f"  {pod.ip:<11} did NOT converge within 10 s")  # noqa: T201
+        print(f"  {pod.ip:<11} did NOT converge within 10 s")
     curl(cluster, min(replicas, 4))
     if pending:
         raise SystemExit(1)
@@ -60,15 +60,15 @@ def main() -> int:
     try:
         nginx_binary()
     except FileNotFoundError:
-        print(INSTALL_HINT, file=sys.stderr)  # noqa: T201
+        print(INSTALL_HINT, file=sys.stderr)
         return 2
     cluster = LocalCluster(lb_port=args.port).start()
-    print(f"local cluster in {cluster.root}; load balancer {cluster.lb.url}")  # noqa: T201
+    print(f"local cluster in {cluster.root}; load balancer {cluster.lb.url}")
     try:
         for replicas in (3, 6, 2):
             step(cluster, replicas)
         if args.keep:
-            print(f"\nrunning; try: curl {cluster.lb.url}/  (Ctrl-C stops)")  # noqa: T201
+            print(f"\nrunning; try: curl {cluster.lb.url}/  (Ctrl-C stops)")
             threading.Event().wait()
     except KeyboardInterrupt:
         pass

@@ -7,11 +7,14 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nginx_runner import nginx_binary
 
 from polling import wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 LB_CONF = """\
 worker_processes 1;
@@ -42,7 +45,7 @@ http {{
 
 
 class LoadBalancer:
-    """nginx in front of the pods; ``set_backends`` rewrites the upstream and waits for the reload."""
+    """nginx in front of the pods; ``set_backends`` rewrites the upstream, waits for the reload."""
 
     def __init__(self, folder: Path, address: str) -> None:
         """Lay out the folder; start() launches."""
@@ -104,7 +107,7 @@ class LoadBalancer:
             return None
 
     def set_backends(self, backends: list[str]) -> None:
-        """Send traffic to exactly these host:port backends; returns once nginx serves the change."""
+        """Send traffic to exactly these host:port backends, once nginx serves the change."""
         self.backends = list(backends)
         self.generation += 1
         self._write_upstream()
