@@ -186,7 +186,8 @@ class LocalCluster:
 
         try:
             with urllib.request.urlopen(pod.url + "/", timeout=2) as response:  # noqa: S310
-                return response.read().decode().split()
+                body: bytes = response.read()
+                return body.decode().split()
         except OSError:
             return None
 
