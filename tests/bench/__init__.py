@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures (medians and p99 over repeated runs), never tests."""

@@ -1,0 +1,120 @@
+"""Sidecar benchmark against the API stand-in: ``tox -e bench``.
+
+For 10, 100, 1,000 and 10,000 endpoints (100 per slice): process start -> first file, then
+isolated changes (one endpoint flips readiness, spaced beyond the write interval) -> the new
+index.txt on disk. Then RSS, and CPU over an idle period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.stats import summary
+from kubestub import ApiStandIn, endpoint, endpoint_slice
+from sidecar_process import SidecarProcess, write_kubeconfig
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def slices(total: int, flipped: int | None) -> list[dict[str, object]]:
+    out = []
+    for s in range((total + 99) // 100):
+        count = min(100, total - s * 100)
+        eps = [
+            endpoint(f"10.{s // 250}.{s % 250}.{i + 1}", ready=not (s == 0 and i == flipped))
+            for i in range(count)
+        ]
+        out.append(endpoint_slice(f"web-{s}", service="web", endpoints=eps))
+    return out
+
+
+def wait_change(path: Path, old_inode: int, timeout: float = 10.0) -> float:
+    """Poll (0.2 ms) until the file is replaced; the moment seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if path.stat().st_ino != old_inode:
+                return time.monotonic()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.0002)
+    raise TimeoutError(path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def run(total: int, changes: int, idle: float, root: Path) -> None:
+    with ApiStandIn() as api:
+        for obj in slices(total, None):
+            api.apply(obj)
+        out = root / f"out-{total}"
+        out.mkdir()
+        sidecar = SidecarProcess(
+            kubeconfig=write_kubeconfig(root / f"kc-{total}", api.url),
+            output_dir=out,
+            log_path=root / f"sidecar-{total}.log",
+            health_addr=f"127.0.0.1:{free_port()}",
+        )
+        started = time.monotonic()
+        sidecar.start()
+        index = out / "index.txt"
+        first = wait_change(index, -1, timeout=30) - started
+        latencies = []
+        flip = True
+        for _ in range(changes):
+            time.sleep(0.15)  # isolated: beyond the 100 ms write interval
+            inode = index.stat().st_ino
+            obj = slices(min(total, 100), 0 if flip else None)[0]
+            flip = not flip
+            sent = time.monotonic()
+            api.apply(obj)
+            latencies.append(wait_change(index, inode) - sent)
+        rss = rss_mib(sidecar.pid)
+        line = f"{total:>6} endpoints  first file {first * 1000:7.1f} ms"
+        line += f"  change->file {summary(latencies)}"
+        line += f"  RSS {rss:5.1f} MiB"
+        if idle:
+            before = cpu_seconds(sidecar.pid)
+            time.sleep(idle)
+            used = cpu_seconds(sidecar.pid) - before
+            line += f"  idle CPU {used / idle * 1000:.2f} mCPU over {idle:.0f} s"
+        print(line, flush=True)
+        sidecar.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sidecar", description=__doc__)
+    parser.add_argument("--changes", type=int, default=40, help="isolated changes per size")
+    parser.add_argument("--idle", type=float, default=30.0, help="idle seconds measured at 1,000")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; times in ms")
+    with tempfile.TemporaryDirectory(prefix="podlister-bench-") as tmp:
+        for total in (10, 100, 1_000, 10_000):
+            run(total, args.changes, args.idle if total == 1_000 else 0.0, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
