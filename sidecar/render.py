@@ -69,15 +69,11 @@ def _members(members: tuple[Member, ...]) -> list[dict[str, str]]:
     return [{"address": m.address, "pod": m.pod, "node": m.node} for m in members]
 
 
-def page_context(data: PageData) -> dict[str, Any]:
-    """The document behind every output: index.json verbatim, and the template's variables."""
+def _scalars(data: PageData) -> dict[str, Any]:
     return {
         "service": data.service,
         "namespace": data.namespace,
         "addresses": list(data.membership.addresses),
-        "members": _members(data.membership.ready),
-        "terminating": _members(data.membership.terminating),
-        "not_ready": _members(data.membership.not_ready),
         "served_by": {"pod_name": data.pod_name, "pod_ip": data.pod_ip},
         "generated_at": _timestamp(data.generated_at),
         "source": data.source,
@@ -85,6 +81,31 @@ def page_context(data: PageData) -> dict[str, Any]:
             {"at": _timestamp(c.at), "added": list(c.added), "removed": list(c.removed)}
             for c in data.changes
         ],
+    }
+
+
+def page_context(data: PageData) -> dict[str, Any]:
+    """The document index.json holds verbatim."""
+    return {
+        **_scalars(data),
+        "members": _members(data.membership.ready),
+        "terminating": _members(data.membership.terminating),
+        "not_ready": _members(data.membership.not_ready),
+    }
+
+
+def template_context(data: PageData) -> dict[str, Any]:
+    """The template's variables: the same names and fields as index.json.
+
+    Members stay Member objects here: Jinja resolves ``member.address`` with getattr
+    first, so on a dict every lookup raises and catches an AttributeError, which made
+    rendering 1,000 members cost several milliseconds more.
+    """
+    return {
+        **_scalars(data),
+        "members": data.membership.ready,
+        "terminating": data.membership.terminating,
+        "not_ready": data.membership.not_ready,
     }
 
 
@@ -126,7 +147,7 @@ def compile_template(source: str, origin: str) -> PageTemplate:
     try:
         code = env.compile(source, name=TEMPLATE_NAME, filename=origin)
         template = env.template_class.from_code(env, code, env.make_globals(None))
-        template.render(page_context(_sample_data()))
+        template.render(template_context(_sample_data()))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(file=origin, line=exc.lineno, reason=exc.message or str(exc)) from exc
     except Exception as exc:
@@ -156,16 +177,16 @@ def load_template(template_dir: Path | None) -> PageTemplate:
 
 def render_files(data: PageData, page: PageTemplate) -> dict[str, bytes]:
     """The three outputs, by file name; raise TemplateError if the HTML fails to render."""
-    context = page_context(data)
     try:
-        html = page.template.render(context)
+        html = page.template.render(template_context(data))
     except Exception as exc:
         raise TemplateError(
             file=page.origin, line=_line_in(exc, page.origin), reason=str(exc)
         ) from exc
-    addresses = context["addresses"]
+    # No indent: only then does json use its C encoder, ~20x faster on 1,000 members.
+    document = json.dumps(page_context(data), ensure_ascii=False) + "\n"
     return {
-        "index.json": (json.dumps(context, indent=1) + "\n").encode(),
-        "index.txt": "".join(f"{address}\n" for address in addresses).encode(),
+        "index.json": document.encode(),
+        "index.txt": "".join(f"{address}\n" for address in data.membership.addresses).encode(),
         "index.html": html.encode(),
     }
