@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import urllib.error
 import urllib.request
 
@@ -72,3 +74,17 @@ def test_http_endpoints() -> None:
         assert "podlister_event_to_write_seconds_bucket" in text
     finally:
         server.stop()
+
+
+def test_stop_ends_the_server_thread_and_releases_the_port() -> None:
+    """stop() wakes the serving loop at once: its thread ends and the port can be bound again."""
+    server = HealthServer(
+        host="127.0.0.1", port=0, state=HealthState(stale_after=10), metrics=Metrics()
+    )
+    server.start()
+    host, port = server.address
+    assert status(f"http://{host}:{port}/healthz") == 200
+    server.stop()
+    assert not any(thread.name == "health" for thread in threading.enumerate())
+    with socket.create_server((host, port)):
+        pass
