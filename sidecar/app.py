@@ -22,7 +22,7 @@ from sidecar.watch import EndpointWatcher
 from sidecar.write import remove_stale_temps
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from types import FrameType
 
     from kubernetes.client import ApiClient
@@ -35,7 +35,6 @@ log = structlog.get_logger("sidecar")
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 # /healthz fails after this many idle timeouts without any sign of life from the API.
 STALE_AFTER_IDLE_TIMEOUTS = 3
-THREAD_CHECK_INTERVAL = 1.0
 STOP_GRACE = 1.5  # seconds; the whole exit must fit in the 2 s the contract promises
 
 
@@ -79,13 +78,10 @@ def _workers(  # noqa: PLR0913 - the collaborators the threads run
     watcher: EndpointWatcher,
     metrics: Metrics,
     stop: threading.Event,
-) -> list[threading.Thread]:
-    workers = [
-        threading.Thread(target=publisher.run, name="publish", daemon=True),
-        threading.Thread(target=watcher.run, name="watch", daemon=True),
-    ]
+) -> dict[str, Callable[[], None]]:
+    workers: dict[str, Callable[[], None]] = {"publish": publisher.run, "watch": watcher.run}
     if settings.template_dir is not None:
-        reload_templates = functools.partial(
+        workers["templates"] = functools.partial(
             watch_templates,
             template_dir=settings.template_dir,
             current=template,
@@ -93,8 +89,43 @@ def _workers(  # noqa: PLR0913 - the collaborators the threads run
             metrics=metrics,
             stop_event=stop,
         )
-        workers.append(threading.Thread(target=reload_templates, name="templates", daemon=True))
     return workers
+
+
+class Workers:
+    """Worker threads; one that ends before the stop event is set sets it and is recorded.
+
+    A worker that dies is a bug: exiting lets the kubelet restart us. Being told, rather
+    than checking the threads every second, keeps the idle process from waking at all.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        """Bind the workers to the one stop event of the process."""
+        self._stop = stop
+        self._threads: list[threading.Thread] = []
+        self.died: list[str] = []
+
+    def start(self, name: str, target: Callable[[], None]) -> None:
+        """Run target in a daemon thread called name."""
+        thread = threading.Thread(target=self._guarded, args=(name, target), name=name)
+        thread.daemon = True
+        thread.start()
+        self._threads.append(thread)
+
+    def join(self, deadline: float) -> None:
+        """Wait for every thread until the monotonic deadline at the latest."""
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _guarded(self, name: str, target: Callable[[], None]) -> None:
+        try:
+            target()
+        except Exception:
+            log.exception("worker_crashed", worker=name)
+        finally:
+            if not self._stop.is_set():
+                self.died.append(name)
+                self._stop.set()
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
@@ -104,16 +135,6 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-
-def _supervise(workers: list[threading.Thread], stop: threading.Event) -> int:
-    """Wait for a signal; a worker that dies is a bug, and exiting lets the kubelet restart us."""
-    while not stop.wait(THREAD_CHECK_INTERVAL):
-        dead = [worker.name for worker in workers if not worker.is_alive()]
-        if dead:
-            log.error("worker_died", workers=dead)
-            return EXIT_FAILURE
-    return EXIT_OK
 
 
 def run(settings: Settings, environ: Mapping[str, str]) -> int:
@@ -163,20 +184,22 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     )
     _install_signal_handlers(stop)
     server.start()
-    for worker in workers:
-        worker.start()
+    threads = Workers(stop)
+    for name, target in workers.items():
+        threads.start(name, target)
     # Everything alive now lives for the whole run: keep the collector off it, which keeps
     # collection pauses out of the event-to-file latency.
     gc.collect()
     gc.freeze()
 
-    code = _supervise(workers, stop)
-    stop.set()
+    # No timeout: a signal interrupts the wait, its handler sets the event.
+    stop.wait()
+    code = EXIT_FAILURE if threads.died else EXIT_OK
+    if threads.died:
+        log.error("worker_died", workers=threads.died)
     watcher.stop()
     publisher.stop()
-    deadline = time.monotonic() + STOP_GRACE
-    for worker in workers:
-        worker.join(timeout=max(0.0, deadline - time.monotonic()))
+    threads.join(deadline=time.monotonic() + STOP_GRACE)
     server.stop()
     client.close()  # type: ignore[no-untyped-call]
     log.info("stop", exit_code=code)
