@@ -29,6 +29,9 @@ log = structlog.get_logger("sidecar.publish")
 # so a scale-up of 50 pods gives ~10 writes a second and no change waits more than ~100 ms.
 MIN_WRITE_INTERVAL = 0.1
 HISTORY_LENGTH = 20
+# A log line names at most this many addresses per direction; a first list of 10,000
+# would make one 150 KB line, and the counts say the rest.
+LOGGED_ADDRESSES = 20
 
 
 class Publisher:
@@ -150,8 +153,10 @@ class Publisher:
             )
             log.info(
                 "membership_changed",
-                added=added,
-                removed=removed,
+                added=added[:LOGGED_ADDRESSES],
+                added_count=len(added),
+                removed=removed[:LOGGED_ADDRESSES],
+                removed_count=len(removed),
                 ready=len(current.ready),
                 terminating=len(current.terminating),
             )
