@@ -48,6 +48,7 @@ def _settings_for_log(settings: Settings) -> dict[str, object]:
         "pod_ip": settings.pod_ip,
         "health_addr": f"{settings.health_host}:{settings.health_port}",
         "idle_timeout": settings.idle_timeout,
+        "watch_timeout": settings.watch_timeout,
     }
 
 
@@ -169,6 +170,7 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         service=settings.service,
         namespace=settings.namespace,
         idle_timeout=settings.idle_timeout,
+        watch_timeout=settings.watch_timeout,
         on_change=publisher.submit,
         health=health,
         metrics=metrics,

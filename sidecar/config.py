@@ -53,6 +53,13 @@ class Settings:
     idle_timeout: float
     """Seconds a watch may deliver no bytes at all before it is abandoned and resumed."""
 
+    watch_timeout: int
+    """Upper bound in seconds of the timeout each watch asks the server for; the lower is half.
+
+    client-go's Reflector asks for 5-10 minutes so that watches end and restart at
+    different times across replicas; the default 600 gives exactly that range.
+    """
+
     log_format: LogFormat
     """``json`` for machines, ``console`` for people."""
 
@@ -73,6 +80,9 @@ _OPTIONS = (
     _Option("PODLISTER_POD_NAME", "--pod-name", "this pod's name, marked on the page"),
     _Option("PODLISTER_HEALTH_ADDR", "--health-addr", "host:port of /healthz /readyz /metrics"),
     _Option("PODLISTER_IDLE_TIMEOUT", "--idle-timeout", "seconds of silence before re-watching"),
+    _Option(
+        "PODLISTER_WATCH_TIMEOUT", "--watch-timeout", "max seconds a watch asks the server for"
+    ),
     _Option("PODLISTER_LOG_FORMAT", "--log-format", "json or console"),
 )
 
@@ -113,6 +123,14 @@ def _idle_timeout(value: str) -> float:
         seconds = -1.0
     if not 0 < seconds <= 3600:  # noqa: PLR2004
         msg = f"PODLISTER_IDLE_TIMEOUT must be seconds in (0, 3600], got {value!r}"
+        raise ConfigError(msg)
+    return seconds
+
+
+def _watch_timeout(value: str) -> int:
+    seconds = int(value) if value.isdigit() else 0
+    if not 2 <= seconds <= 3600:  # noqa: PLR2004
+        msg = f"PODLISTER_WATCH_TIMEOUT must be whole seconds in [2, 3600], got {value!r}"
         raise ConfigError(msg)
     return seconds
 
@@ -173,5 +191,6 @@ def load_settings(
         health_host=health_host,
         health_port=health_port,
         idle_timeout=_idle_timeout(values.get("PODLISTER_IDLE_TIMEOUT", "90")),
+        watch_timeout=_watch_timeout(values.get("PODLISTER_WATCH_TIMEOUT", "600").strip()),
         log_format=_log_format(values.get("PODLISTER_LOG_FORMAT"), stdout_is_tty=stdout_is_tty),
     )

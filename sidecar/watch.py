@@ -37,7 +37,6 @@ CONNECT_TIMEOUT = 10.0
 LIST_PAGE_SIZE = 500
 # client-go picks the server-side timeout at random in [5, 10) min so that watchers of one
 # server do not all reconnect at once.
-WATCH_TIMEOUT_RANGE = (300, 600)
 # A watch that ends this quickly without a single line is an error, not a timeout: resuming
 # at once would be a hot loop.
 MIN_HEALTHY_WATCH = 1.0
@@ -142,6 +141,7 @@ class EndpointWatcher:
         service: str,
         namespace: str,
         idle_timeout: float,
+        watch_timeout: int,
         on_change: Callable[[Snapshot], None],
         health: HealthState,
         metrics: Metrics,
@@ -152,6 +152,7 @@ class EndpointWatcher:
         self._client = api_client
         self._service, self._namespace = service, namespace
         self._idle_timeout = idle_timeout
+        self._watch_timeout = watch_timeout
         self._on_change = on_change
         self._health, self._metrics = health, metrics
         self._stop = stop_event
@@ -282,7 +283,8 @@ class EndpointWatcher:
             watch=True,
             resource_version=self._resource_version,
             allow_watch_bookmarks=True,
-            timeout_seconds=random.randint(*WATCH_TIMEOUT_RANGE),  # noqa: S311 - spreading load
+            # Random within [max/2, max], so that replicas do not all re-watch at once.
+            timeout_seconds=random.randint(self._watch_timeout // 2, self._watch_timeout),  # noqa: S311
         )
         # Being accepted is not progress: a stalled server accepts too. Lines and clean ends are.
         self._forbidden_streak = False

@@ -21,6 +21,7 @@ def test_defaults() -> None:
     assert settings.template_dir is None
     assert (settings.health_host, settings.health_port) == ("0.0.0.0", 8081)
     assert settings.idle_timeout == 90.0
+    assert settings.watch_timeout == 600
     assert settings.log_format == "json"
 
 
@@ -46,6 +47,8 @@ def test_required_variable_missing(missing: str) -> None:
         ("PODLISTER_HEALTH_ADDR", "host:99999"),
         ("PODLISTER_IDLE_TIMEOUT", "soon"),
         ("PODLISTER_IDLE_TIMEOUT", "0"),
+        ("PODLISTER_WATCH_TIMEOUT", "1"),
+        ("PODLISTER_WATCH_TIMEOUT", "2.5"),
         ("PODLISTER_LOG_FORMAT", "xml"),
         ("PODLISTER_POD_IP", "10.0.0.300"),
     ],
@@ -68,13 +71,17 @@ def test_flags_override_variables() -> None:
     """A flag wins over its variable."""
     settings = load_settings(
         {**BASE, "PODLISTER_NAMESPACE": "a"},
-        ["--namespace", "b", "--health-addr", "[::1]:9000", "--idle-timeout", "2.5"],
+        [
+            *("--namespace", "b", "--health-addr", "[::1]:9000"),
+            *("--idle-timeout", "2.5", "--watch-timeout", "30"),
+        ],
         namespace_file=Path("/nonexistent"),
         stdout_is_tty=False,
     )
     assert settings.namespace == "b"
     assert (settings.health_host, settings.health_port) == ("::1", 9000)
     assert settings.idle_timeout == 2.5
+    assert settings.watch_timeout == 30
 
 
 def test_console_logs_on_a_terminal() -> None:

@@ -101,6 +101,16 @@ def test_burst_is_coalesced(api: ApiStandIn, start_sidecar: Start) -> None:
     assert writes < 25, f"{writes} writes for 49 events: not coalesced"
 
 
+def test_watch_asks_for_bookmarks_and_a_spread_timeout(
+    api: ApiStandIn, start_sidecar: Start
+) -> None:
+    """Each watch asks for bookmarks and a timeout in [max/2, max] of PODLISTER_WATCH_TIMEOUT."""
+    start_sidecar(extra_env={"PODLISTER_WATCH_TIMEOUT": "40"})
+    watch = wait_until(lambda: api.requests_for("watch"), timeout=10, what="a watch")[0]
+    assert watch.params["allowWatchBookmarks"] == "true"
+    assert 20 <= int(watch.params["timeoutSeconds"]) <= 40
+
+
 def test_list_follows_continue_tokens(tmp_path: Path, start_sidecar: Start) -> None:
     """A list split into pages by the server is followed to the end (10,000 endpoints)."""
     with ApiStandIn(max_page_size=30) as api:
