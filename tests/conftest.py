@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from ports import free_port
 
 from kubestub import ApiStandIn
 from sidecar_process import SidecarProcess, write_kubeconfig
@@ -13,13 +13,6 @@ from sidecar_process import SidecarProcess, write_kubeconfig
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

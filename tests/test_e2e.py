@@ -8,8 +8,8 @@ import urllib.request
 from typing import TYPE_CHECKING
 
 import pytest
+from ports import free_port
 
-from conftest import free_port
 from localcluster import LocalCluster
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
-from conftest import free_port
 from kubestub import ApiStandIn, endpoint, endpoint_slice, endpoints_object
 from polling import wait_until
 from sidecar_process import SidecarProcess, write_kubeconfig

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ports import free_port
 
 from bench.stats import summary
 from kubestub import ApiStandIn, endpoint, endpoint_slice
@@ -47,12 +48,6 @@ def wait_change(path: Path, old_inode: int, timeout: float = 10.0) -> float:
             pass
         time.sleep(0.0002)
     raise TimeoutError(path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:
