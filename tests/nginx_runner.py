@@ -34,6 +34,47 @@ def nginx_binary() -> str:
     return found
 
 
+def start_nginx(folder: Path) -> subprocess.Popen[bytes]:
+    """Start nginx in the foreground with folder as its prefix and conf/nginx.conf.
+
+    It gets its own process group, so a kill takes the workers with the master; its
+    output goes to logs/nginx.log.
+    """
+    command = [
+        nginx_binary(),
+        "-p",
+        f"{folder}/",
+        "-c",
+        str(folder / "conf" / "nginx.conf"),
+        "-e",
+        "stderr",
+    ]
+    if os.geteuid() == 0:
+        # Started as root, the workers would otherwise be www-data; nobody is what a pod's
+        # non-root UID gets in the tests' folders.
+        command += ["-g", "user nobody nogroup;"]
+    with (folder / "logs" / "nginx.log").open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def stop_nginx(process: subprocess.Popen[bytes], *, graceful: bool = True) -> None:
+    """SIGQUIT (finish requests) or SIGTERM, then wait; SIGKILL to the group after 10 s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGQUIT if graceful else signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 class NginxPod:
     """One nginx bound to host:port with its own prefix folder."""
 
@@ -62,27 +103,7 @@ class NginxPod:
 
     def start(self) -> NginxPod:
         """Start nginx in the foreground (the conf says daemon off) and wait until it answers."""
-        command = [
-            nginx_binary(),
-            "-p",
-            f"{self.folder}/",
-            "-c",
-            str(self.folder / "conf" / "nginx.conf"),
-            "-e",
-            "stderr",
-        ]
-        if os.geteuid() == 0:
-            command += ["-g", "user nobody nogroup;"]
-        log = (self.folder / "logs" / "nginx.log").open("ab")
-        with log:
-            # Its own process group: a crash (kill) takes the workers with the master.
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.process = start_nginx(self.folder)
         wait_until(self._answers, timeout=10, what=f"nginx on {self.url}")
         return self
 
@@ -111,10 +132,5 @@ class NginxPod:
 
     def stop(self, *, graceful: bool = True) -> None:
         """SIGQUIT (finish requests) or SIGTERM, then wait; SIGKILL after 10 s."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGQUIT if graceful else signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.process is not None:
+            stop_nginx(self.process, graceful=graceful)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
 
-from nginx_runner import nginx_binary
-
+from nginx_runner import start_nginx, stop_nginx
 from polling import wait_until
 
 if TYPE_CHECKING:
+    import subprocess
     from pathlib import Path
 
 LB_CONF = """\
@@ -73,25 +71,7 @@ class LoadBalancer:
 
     def start(self) -> LoadBalancer:
         """Start nginx and wait until it answers."""
-        command = [
-            nginx_binary(),
-            "-p",
-            f"{self.folder}/",
-            "-c",
-            str(self.folder / "conf" / "nginx.conf"),
-            "-e",
-            "stderr",
-        ]
-        if os.geteuid() == 0:
-            command += ["-g", "user nobody nogroup;"]
-        with (self.folder / "logs" / "nginx.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.process = start_nginx(self.folder)
         wait_until(
             lambda: self._generation() == self.generation, timeout=10, what="load balancer up"
         )
@@ -119,10 +99,5 @@ class LoadBalancer:
 
     def stop(self) -> None:
         """Stop nginx (by pid)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        if self.process is not None:
+            stop_nginx(self.process)
