@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from sidecar.config import ExitCode
 from sidecar.health import HealthServer, HealthState
 from sidecar.kube import ConnectionConfigError, api_client
 from sidecar.logs import configure_logging
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("sidecar")
 
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 # /healthz fails after this many idle timeouts without any sign of life from the API.
 STALE_AFTER_IDLE_TIMEOUTS = 3
 STOP_GRACE = 1.5  # seconds; the whole exit must fit in the 2 s the contract promises
@@ -146,10 +146,10 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         template, client = _prepare(settings, environ)
     except TemplateError as exc:
         log.error("template_invalid", file=exc.file, line=exc.line, reason=exc.reason)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     except ConnectionConfigError as exc:
         log.error("config_invalid", reason=str(exc))
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     _clean_output(settings)
 
     stop = threading.Event()
@@ -161,7 +161,7 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         )
     except OSError as exc:
         log.error("health_bind_failed", port=settings.health_port, reason=str(exc))
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     publisher = Publisher(
         settings=settings, template=template, health=health, metrics=metrics, stop_event=stop
     )
@@ -196,7 +196,7 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
 
     # No timeout: a signal interrupts the wait, its handler sets the event.
     stop.wait()
-    code = EXIT_FAILURE if threads.died else EXIT_OK
+    code = ExitCode.FAILURE if threads.died else ExitCode.OK
     if threads.died:
         log.error("worker_died", workers=threads.died)
     watcher.stop()

@@ -6,12 +6,10 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from sidecar.config import ConfigError, load_settings
+from sidecar.config import ConfigError, ExitCode, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(os.environ, sys.argv[1:] if argv is None else argv)
     except ConfigError as exc:
         print(f"podlister-sidecar: {exc}", file=sys.stderr)  # noqa: T201 - before logging exists
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     # Imported late so that --help and configuration errors answer without loading the client.
     from sidecar.app import run  # noqa: PLC0415
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import ipaddress
 import sys
 from pathlib import Path
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 LogFormat = Literal["json", "console"]
+
+
+class ExitCode(enum.IntEnum):
+    """The process's exit codes, part of the contract."""
+
+    OK = 0
+    FAILURE = 1  # a worker died: the kubelet restarts the container
+    CONFIG = 2  # a bad setting or a broken template: fix the deployment
 
 
 class ConfigError(Exception):
