@@ -17,18 +17,44 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def write_kubeconfig(path: Path, server: str, *, token: str = "stand-in-token") -> Path:
-    """A kubeconfig pointing at a plain-http API server (the stand-in)."""
+def write_kubeconfig(
+    path: Path,
+    server: str,
+    *,
+    token: str = "stand-in-token",
+    certificate_authority: Path | None = None,
+) -> Path:
+    """A kubeconfig for one bearer token: plain http (the stand-in), or https checked by a CA."""
+    cluster: dict[str, str] = {"server": server}
+    if certificate_authority is not None:
+        cluster["certificate-authority"] = str(certificate_authority)
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "stand-in", "cluster": {"server": server}}],
-        "users": [{"name": "sidecar", "user": {"token": token}}],
-        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "sidecar"}}],
-        "current-context": "stand-in",
+        "clusters": [{"name": "api", "cluster": cluster}],
+        "users": [{"name": "user", "user": {"token": token}}],
+        "contexts": [{"name": "api", "context": {"cluster": "api", "user": "user"}}],
+        "current-context": "api",
     }
     path.write_text(json.dumps(config), encoding="utf-8")
     return path
+
+
+def clean_environment() -> dict[str, str]:
+    """The test process's environment without any PODLISTER_* or in-cluster variable."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PODLISTER_", "KUBERNETES_"))}
+
+
+def run_to_exit(settings: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sidecar`` with only these settings until it exits by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar"],
+        env={**clean_environment(), **settings},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 class SidecarProcess:
@@ -50,9 +76,7 @@ class SidecarProcess:
         self.log_path = log_path
         self.output_dir = output_dir
         self.health_addr = health_addr
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("PODLISTER_", "KUBERNETES_"))
-        }
+        env = clean_environment()
         env.update(
             {
                 "KUBECONFIG": str(kubeconfig),

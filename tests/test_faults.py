@@ -8,18 +8,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ports import free_port
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice, endpoints_object
 from polling import wait_until
-from sidecar_process import SidecarProcess, write_kubeconfig
+from ports import free_port
+from sidecar_process import SidecarProcess, run_to_exit, write_kubeconfig
 
 Start = Callable[..., SidecarProcess]
 
@@ -105,10 +104,9 @@ def test_expired_mid_watch_relists_and_replaces_state(
     api.apply(slice_of("web-b", "10.0.0.2"))
     sidecar = start_sidecar()
     sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
-    api.stall()
-    api.delete("endpointslices", "web-b")  # queued on the stalled stream, never delivered
-    api.expire_watches()
-    api.stall(stalled=False)
+    with api.stalled():
+        api.delete("endpointslices", "web-b")  # queued on the stalled stream, never delivered
+        api.expire_watches()
     sidecar.wait_addresses(["10.0.0.1"])
     assert len(api.requests_for("list")) == 2
     assert sidecar.metric("podlister_watch_restarts_total", reason="expired") == 1
@@ -117,13 +115,12 @@ def test_expired_mid_watch_relists_and_replaces_state(
 def test_watch_from_compacted_version_relists(api: ApiStandIn, start_sidecar: Start) -> None:
     """A resumed watch whose resourceVersion was compacted gets 410 and relists."""
     sidecar = started_with(api, start_sidecar, "10.0.0.1")
-    api.stall()
-    api.apply(slice_of("web-a", "10.0.0.3"))
-    api.compact()
-    api.drop_watches()
-    # The resumed watch asks for a compacted version: 410 (sent even while stalled), relist.
-    wait_until(lambda: len(api.requests_for("list")) == 2, timeout=15, what="a relist")
-    api.stall(stalled=False)
+    with api.stalled():
+        api.apply(slice_of("web-a", "10.0.0.3"))
+        api.compact()
+        api.drop_watches()
+        # The resumed watch asks for a compacted version: 410 (sent even while stalled).
+        wait_until(lambda: len(api.requests_for("list")) == 2, timeout=15, what="a relist")
     sidecar.wait_addresses(["10.0.0.3"], timeout=15)
     assert sidecar.metric("podlister_watch_restarts_total", reason="expired") == 1
 
@@ -314,8 +311,7 @@ def test_html_injection_is_escaped(api: ApiStandIn, start_sidecar: Start) -> Non
 def run_once(
     tmp_path: Path, kubeconfig: Path, template_dir: Path
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PODLISTER_")}
-    env.update(
+    return run_to_exit(
         {
             "KUBECONFIG": str(kubeconfig),
             "PODLISTER_SERVICE": "web",
@@ -324,14 +320,6 @@ def run_once(
             "PODLISTER_HEALTH_ADDR": f"127.0.0.1:{free_port()}",
             "PODLISTER_LOG_FORMAT": "json",
         }
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "sidecar"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
     )
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -15,7 +12,7 @@ import pytest
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
 from polling import wait_until
-from sidecar_process import SidecarProcess
+from sidecar_process import SidecarProcess, run_to_exit
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -154,16 +151,7 @@ def test_sigterm_exits_zero_quickly_without_partial_files(
 
 def test_missing_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     """Without PODLISTER_SERVICE the program exits 2 with one line naming the variable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PODLISTER_")}
-    env["PODLISTER_OUTPUT_DIR"] = str(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "sidecar"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_to_exit({"PODLISTER_OUTPUT_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "podlister-sidecar: PODLISTER_SERVICE is required"

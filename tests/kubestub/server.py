@@ -9,6 +9,7 @@ kube-style Status bodies. Faults are methods: ``stall``, ``drop_watches``, ``end
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -19,9 +20,12 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from kubestub.selectors import Predicate, field_selector, label_selector
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SLICES = "endpointslices"
 ENDPOINTS = "endpoints"
@@ -195,6 +199,15 @@ class ApiStandIn:
         else:
             self._stalled.clear()
             self._broadcast("wake", b"")
+
+    @contextlib.contextmanager
+    def stalled(self) -> Iterator[None]:
+        """Watches send nothing inside the block; what queued up flows after it."""
+        self.stall()
+        try:
+            yield
+        finally:
+            self.stall(stalled=False)
 
     def drop_watches(self) -> None:
         """Reset every open watch connection, as a crashing proxy would."""
