@@ -1,13 +1,16 @@
-"""Shared fixtures: the API stand-in, a kubeconfig for it, and real sidecar processes."""
+"""Shared fixtures: the API stand-in, real sidecar processes, and the real control plane."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from ports import free_port
 
+from controlplane.build import BuildError, build
+from controlplane.cluster import ControlPlane
 from kubestub import ApiStandIn
+from ports import free_port
 from sidecar_process import SidecarProcess, write_kubeconfig
 
 if TYPE_CHECKING:
@@ -49,3 +52,27 @@ def start_sidecar(kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., Si
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Build the control plane before any test runs, when a selected test needs it.
+
+    A cold build takes minutes: done here it is outside every test's timeout, and a
+    missing toolchain or a refused module stops the run with the reason.
+    """
+    if not any(item.get_closest_marker("controlplane") for item in items):
+        return
+    started = time.monotonic()
+    try:
+        folder = build()
+    except BuildError as exc:
+        pytest.exit(f"control plane build failed: {exc}", returncode=1)
+    print(f"\ncontrol plane binaries in {folder} ({time.monotonic() - started:.0f} s)")  # noqa: T201
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd, kube-apiserver and kube-controller-manager on loopback, for the whole session."""
+    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane

@@ -8,9 +8,9 @@ import urllib.request
 from typing import TYPE_CHECKING
 
 import pytest
-from ports import free_port
 
 from localcluster import LocalCluster
+from ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -8,8 +8,8 @@ import urllib.request
 from typing import TYPE_CHECKING
 
 import pytest
-from nginx_runner import NginxPod
 
+from nginx_runner import NginxPod
 from sidecar.membership import Member, Membership
 from sidecar.render import PageData, packaged_template, render_files
 from sidecar.write import write_files

@@ -15,10 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ports import free_port
-
 from bench.stats import summary
 from kubestub import ApiStandIn, endpoint, endpoint_slice
+from ports import free_port
 from sidecar_process import SidecarProcess, write_kubeconfig
 
 # A private TemporaryDirectory is made under it, never a fixed name.

@@ -12,9 +12,8 @@ import threading
 import time
 import urllib.request
 
-from nginx_runner import INSTALL_HINT, nginx_binary
-
 from localcluster.cluster import LocalCluster
+from nginx_runner import INSTALL_HINT, nginx_binary
 
 
 def curl(cluster: LocalCluster, times: int) -> None:

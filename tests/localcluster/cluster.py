@@ -14,10 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nginx_runner import NginxPod
-
 from kubestub import ApiStandIn, endpoint, endpoint_slice
 from localcluster.loadbalancer import LoadBalancer
+from nginx_runner import NginxPod
 from polling import wait_until
 from sidecar_process import SidecarProcess, write_kubeconfig
 

@@ -1,0 +1,317 @@
+"""What only a real API server proves: schemas, admission, RBAC and the real controllers.
+
+The control plane (kube-apiserver, kube-controller-manager, etcd) is built from Go modules
+by tests/controlplane and runs on loopback for the whole session. The tests play the
+scheduler and the kubelet (controlplane/kubelet.py): nothing else runs pods.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from controlplane import kubelet
+from controlplane.rest import ApiError
+from polling import wait_until
+from ports import free_port
+from sidecar_process import SidecarProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from controlplane.cluster import ControlPlane
+
+pytestmark = pytest.mark.controlplane
+
+REPO = Path(__file__).resolve().parent.parent
+NAMESPACE = "podlister"  # the base's namespace
+SELECTOR = "app.kubernetes.io/name=podlister"
+
+
+@pytest.fixture
+def sidecars() -> Iterator[list[SidecarProcess]]:
+    """Sidecar processes a test starts; each is stopped by pid afterwards."""
+    started: list[SidecarProcess] = []
+    yield started
+    for sidecar in started:
+        sidecar.stop()
+
+
+def start_sidecar(
+    started: list[SidecarProcess],
+    tmp_path: Path,
+    kubeconfig: Path,
+    *,
+    namespace: str = NAMESPACE,
+    extra_env: dict[str, str] | None = None,
+) -> SidecarProcess:
+    out = tmp_path / f"out{len(started)}"
+    out.mkdir()
+    sidecar = SidecarProcess(
+        kubeconfig=kubeconfig,
+        output_dir=out,
+        log_path=tmp_path / f"sidecar{len(started)}.log",
+        service="podlister",
+        namespace=namespace,
+        health_addr=f"127.0.0.1:{free_port()}",
+        extra_env=extra_env,
+    )
+    started.append(sidecar.start())
+    return sidecar
+
+
+def kustomize(folder: str) -> list[dict[str, Any]]:
+    """The objects a kustomization renders, with the kustomize built into kubectl."""
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(REPO / folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def ensure_namespace(plane: ControlPlane, name: str, labels: dict[str, str] | None = None) -> None:
+    try:
+        plane.rest.post(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
+        )
+    except ApiError as exc:
+        if exc.status != 409:  # already there from an earlier test
+            raise
+
+
+@pytest.mark.parametrize("folder", ["k8s", "kustomize/overlays/do", "kustomize/overlays/local"])
+def test_manifests_pass_server_side_dry_run(control_plane: ControlPlane, folder: str) -> None:
+    """Every object of the base and of each overlay is accepted by a real API server's
+    schemas, defaulting and admission (server-side apply, dry run).
+    """
+    # A dry run creates nothing, so the namespace its objects go into must exist already.
+    namespace = REPO / "k8s" / "namespace.yaml"
+    assert control_plane.kubectl("apply", "--server-side", "-f", str(namespace)).returncode == 0
+    result = control_plane.kubectl("apply", "--server-side", "--dry-run=server", "-k", folder)
+    assert result.returncode == 0, result.stderr
+    applied = [line for line in result.stdout.splitlines() if line.endswith("(server dry run)")]
+    assert len(applied) == len(kustomize(folder)), result.stdout
+
+
+def pod_from_template(overlay: str) -> dict[str, Any]:
+    """A Pod with exactly the Deployment's pod template, as the ReplicaSet controller makes."""
+    deployment = next(o for o in kustomize(overlay) if o["kind"] == "Deployment")
+    template = copy.deepcopy(deployment["spec"]["template"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "template-check", "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
+
+
+def test_pod_template_is_admitted_under_restricted(control_plane: ControlPlane) -> None:
+    """The pod template passes PodSecurity admission at `restricted`; a copy with one
+    container allowed to escalate privileges is refused, so the check is really enforced.
+    """
+    namespace = "restricted-check"
+    ensure_namespace(control_plane, namespace, {"pod-security.kubernetes.io/enforce": "restricted"})
+    pod = pod_from_template("kustomize/overlays/do")
+    control_plane.rest.post(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "podlister"}},
+    )
+    path = f"/api/v1/namespaces/{namespace}/pods?dryRun=All"
+    admitted = control_plane.rest.post(path, pod)
+    assert admitted["metadata"]["name"] == "template-check"
+
+    escalating = copy.deepcopy(pod)
+    escalating["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    with pytest.raises(ApiError, match="violates PodSecurity") as refused:
+        control_plane.rest.post(path, escalating)
+    assert refused.value.status == 403
+
+
+def test_sidecar_follows_the_real_endpointslice_controller(
+    control_plane: ControlPlane, tmp_path: Path, sidecars: list[SidecarProcess]
+) -> None:
+    """Deployed from the base and authenticated as its ServiceAccount (only its Role), the
+    sidecar lists and watches the slices the real controller writes: pods turning ready
+    appear, a pod turning not-ready and a deleted pod disappear.
+    """
+    applied = control_plane.kubectl("apply", "--server-side", "-k", str(REPO / "k8s"))
+    assert applied.returncode == 0, applied.stderr
+    kubelet.register_node(control_plane.rest)
+
+    # The Deployment's ReplicaSet creates the pods; nothing schedules or runs them yet.
+    def two_pods() -> list[dict[str, Any]]:
+        found = kubelet.pods(control_plane.rest, NAMESPACE, SELECTOR)
+        return found if len(found) == 2 else []
+
+    pods = wait_until(two_pods, timeout=30, what="the Deployment's two pods")
+    kubeconfig = control_plane.kubeconfig_for(tmp_path / "sa.kubeconfig", NAMESPACE, "podlister")
+    sidecar = start_sidecar(sidecars, tmp_path, kubeconfig)
+    sidecar.wait_addresses([], timeout=20)
+
+    names = [pod["metadata"]["name"] for pod in pods]
+    ips = ["10.244.0.11", "10.244.0.12"]
+    for name, ip in zip(names, ips, strict=True):
+        kubelet.bind(control_plane.rest, NAMESPACE, name)
+        kubelet.report(control_plane.rest, NAMESPACE, name, ip=ip, ready=True)
+    sidecar.wait_addresses(ips, timeout=20)
+
+    kubelet.report(control_plane.rest, NAMESPACE, names[0], ip=ips[0], ready=False)
+    sidecar.wait_addresses(ips[1:], timeout=20)
+
+    kubelet.delete(control_plane.rest, NAMESPACE, names[1])
+    sidecar.wait_addresses([], timeout=20)
+
+    assert sidecar.metric("podlister_lists_total", api="endpointslices") == 1
+    assert not sidecar.events("forbidden")
+    assert not sidecar.events("api_error")
+
+
+def test_a_role_without_watch_gets_the_clear_403_log(
+    control_plane: ControlPlane, tmp_path: Path, sidecars: list[SidecarProcess]
+) -> None:
+    """With a Role that grants get and list but not watch, the real server refuses the
+    watch, and the sidecar logs once which ServiceAccount lacks which verb on what.
+    """
+    namespace = "no-watch"
+    ensure_namespace(control_plane, namespace)
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/" + namespace
+    control_plane.rest.post(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}},
+    )
+    control_plane.rest.post(
+        f"{rbac}/roles",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "reader"},
+            "rules": [
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["get", "list"],
+                }
+            ],
+        },
+    )
+    control_plane.rest.post(
+        f"{rbac}/rolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        },
+    )
+    kubeconfig = control_plane.kubeconfig_for(tmp_path / "reader.kubeconfig", namespace, "reader")
+    sidecar = start_sidecar(sidecars, tmp_path, kubeconfig, namespace=namespace)
+
+    forbidden = wait_until(lambda: sidecar.events("forbidden"), timeout=20, what="a 403 log")[0]
+    assert forbidden["service_account"] == f"system:serviceaccount:{namespace}:reader"
+    assert forbidden["verb"] == "watch"
+    assert forbidden["resource"] == "endpointslices.discovery.k8s.io"
+    # The list was allowed: the page exists, and stays, while the watch is refused.
+    assert sidecar.addresses() == []
+    wait_until(
+        lambda: sidecar.metric("podlister_errors_total", kind="forbidden") >= 2,
+        timeout=20,
+        what="a second refused watch after backoff",
+    )
+    assert len(sidecar.events("forbidden")) == 1
+
+
+def test_watch_timeouts_and_bookmarks_come_from_the_real_server(
+    control_plane: ControlPlane, tmp_path: Path, sidecars: list[SidecarProcess]
+) -> None:
+    """Watches the real server ends at the timeout the sidecar asked for are resumed from
+    their resourceVersion without a relist, the server's bookmarks are read, and a pod
+    that turns ready afterwards still appears.
+    """
+    namespace = "timeouts"
+    ensure_namespace(control_plane, namespace)
+    # The base's ServiceAccount, Role, RoleBinding and Service, moved to this namespace.
+    for obj in kustomize("k8s"):
+        if obj["kind"] in {"ServiceAccount", "Role", "RoleBinding", "Service"}:
+            obj["metadata"]["namespace"] = namespace
+            for subject in obj.get("subjects", []):
+                subject["namespace"] = namespace
+            control_plane.rest.post(collection_path(obj, namespace), obj)
+    kubeconfig = control_plane.kubeconfig_for(tmp_path / "sa.kubeconfig", namespace, "podlister")
+    sidecar = start_sidecar(
+        sidecars,
+        tmp_path,
+        kubeconfig,
+        namespace=namespace,
+        # Watches of 5-10 s. The server's watch cache sends a bookmark 2 s before a
+        # watch's deadline (else about every minute), once it has seen any slice event;
+        # the idle timeout is longer than a watch, as 90 s is longer than that minute.
+        extra_env={"PODLISTER_WATCH_TIMEOUT": "10", "PODLISTER_IDLE_TIMEOUT": "30"},
+    )
+    sidecar.wait_addresses([], timeout=20)
+    listed_at = int(sidecar.events("list")[0]["resource_version"])
+    # The server sends a bookmark only when it moves a watch's resourceVersion forward,
+    # that is after a change to any EndpointSlice, here one in another namespace.
+    ensure_namespace(control_plane, "elsewhere")
+    control_plane.rest.post(
+        "/apis/discovery.k8s.io/v1/namespaces/elsewhere/endpointslices",
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"generateName": "unrelated-"},
+            "addressType": "IPv4",
+            "endpoints": [],
+        },
+    )
+    wait_until(
+        lambda: sidecar.metric("podlister_watch_restarts_total", reason="timeout") >= 2,
+        timeout=40,
+        what="two watches ended by the server's timeout",
+    )
+    assert sidecar.metric("podlister_watch_events_total", type="BOOKMARK") >= 1
+    resumed_from = int(sidecar.events("watch_start")[-1]["resource_version"])
+    assert resumed_from > listed_at, "a bookmark should have moved the resume point forward"
+
+    kubelet.register_node(control_plane.rest)
+    control_plane.rest.post(f"/api/v1/namespaces/{namespace}/pods", bare_pod("web-1"))
+    kubelet.bind(control_plane.rest, namespace, "web-1")
+    kubelet.report(control_plane.rest, namespace, "web-1", ip="10.244.1.1", ready=True)
+    sidecar.wait_addresses(["10.244.1.1"], timeout=20)
+    assert sidecar.metric("podlister_lists_total", api="endpointslices") == 1
+
+
+def collection_path(obj: dict[str, Any], namespace: str) -> str:
+    """Where to POST a namespaced object of the kinds the base holds."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    plural = {"Role": "roles", "RoleBinding": "rolebindings"}.get(obj["kind"])
+    return f"{prefix}/namespaces/{namespace}/{plural or obj['kind'].lower() + 's'}"
+
+
+def bare_pod(name: str) -> dict[str, Any]:
+    """A pod the Service selects, with the named port its targetPort refers to."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "podlister"}},
+        "spec": {
+            "serviceAccountName": "podlister",
+            "automountServiceAccountToken": False,
+            "containers": [
+                {
+                    "name": "nginx",
+                    "image": "nginxinc/nginx-unprivileged",
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                }
+            ],
+        },
+    }
