@@ -300,6 +300,11 @@ class EndpointWatcher:
             with self._lock:
                 self._response = None
             response.release_conn()
+            if lines:
+                # The server accepted the watch and sent data: that was a healthy period, so
+                # a reset that ends it backs off from the first step again (client-go's
+                # Reflector re-watches at once after an established watch breaks).
+                self._backoff.reset()
         if lines == 0 and time.monotonic() - started < MIN_HEALTHY_WATCH:
             raise WatchError("empty_watch", "the watch ended at once without any event")
         self._health.progress()

@@ -4,6 +4,7 @@ real sidecar process must do about it (keep the last good page, recover by itsel
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -163,6 +164,26 @@ def test_abrupt_reset_resumes(api: ApiStandIn, start_sidecar: Start) -> None:
     assert len(api.requests_for("list")) == 1
     api.apply(slice_of("web-a", "10.0.0.5"))
     sidecar.wait_addresses(["10.0.0.5"])
+
+
+def resumed_watches(sidecar: SidecarProcess, count: int) -> bool:
+    return sidecar.metric("podlister_watch_restarts_total", reason="connection") == count
+
+
+def test_backoff_starts_over_after_a_healthy_watch(api: ApiStandIn, start_sidecar: Start) -> None:
+    """Resets of watches that had delivered data each back off from the first step (0.8 s),
+    instead of escalating as a streak of failed connections does (0.8, 1.6, 3.2, 6.4 s).
+    """
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    for round_ in range(1, 5):
+        address = f"10.0.0.{round_ + 1}"
+        api.apply(slice_of("web-a", address))
+        sidecar.wait_addresses([address])  # the current watch delivered an event
+        api.drop_watches()
+        resumed = functools.partial(resumed_watches, sidecar, round_)
+        wait_until(resumed, timeout=10, what=f"resumed watch {round_}")
+    # Four first steps: at most 4 x 0.8 s x 1.25 (jitter); an escalating streak is >= 9 s.
+    assert sidecar.metric("podlister_backoff_seconds_total") <= 4.0
 
 
 def test_stalled_stream_is_abandoned_and_liveness_reflects_it(
