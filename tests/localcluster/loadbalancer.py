@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nginx_runner import start_nginx, stop_nginx
@@ -12,7 +13,6 @@ from polling import wait_until
 
 if TYPE_CHECKING:
     import subprocess
-    from pathlib import Path
 
 LB_CONF = """\
 worker_processes 1;
@@ -53,7 +53,7 @@ class LoadBalancer:
         (folder / "conf" / "nginx.conf").write_text(LB_CONF.format(address=address))
         self.generation = 0
         self.backends: list[str] = []
-        self._write_upstream()
+        self._write_upstream([], 0)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,12 +61,12 @@ class LoadBalancer:
         """Where clients send requests."""
         return f"http://{self.address}"
 
-    def _write_upstream(self) -> None:
-        servers = [f"    server {b} max_fails=0;" for b in self.backends] or [
+    def _write_upstream(self, backends: list[str], generation: int) -> None:
+        servers = [f"    server {b} max_fails=0;" for b in backends] or [
             "    server 127.0.0.1:9 down;"
         ]
         text = "upstream pods {\n" + "\n".join(servers) + "\n}\n"
-        text += f"map $host $lb_generation {{ default {self.generation}; }}\n"
+        text += f"map $host $lb_generation {{ default {generation}; }}\n"
         (self.folder / "conf" / "upstream.conf").write_text(text)
 
     def start(self) -> LoadBalancer:
@@ -88,14 +88,26 @@ class LoadBalancer:
 
     def set_backends(self, backends: list[str]) -> None:
         """Send traffic to exactly these host:port backends, once nginx serves the change."""
-        self.backends = list(backends)
-        self.generation += 1
-        self._write_upstream()
+        generation = self.generation + 1
+        self._write_upstream(backends, generation)
         assert self.process is not None
+        old_workers = self._workers()
         self.process.send_signal(signal.SIGHUP)
+        # Done when the workers of the old configuration are gone: until then one of them
+        # may still take a new connection and send it to the old backends.
         wait_until(
-            lambda: self._generation() == self.generation, timeout=10, what="load balancer reload"
+            lambda: self._generation() == generation and not old_workers & self._workers(),
+            timeout=10,
+            what="load balancer reload",
         )
+        # Published only now, so that readers see what nginx really does.
+        self.backends, self.generation = list(backends), generation
+
+    def _workers(self) -> set[int]:
+        assert self.process is not None
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
+        return {int(child) for child in children.split()}
 
     def stop(self) -> None:
         """Stop nginx (by pid)."""
