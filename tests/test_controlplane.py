@@ -7,6 +7,7 @@ scheduler and the kubelet (controlplane/kubelet.py): nothing else runs pods.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import subprocess
 from pathlib import Path
@@ -136,6 +137,35 @@ def test_pod_template_is_admitted_under_restricted(control_plane: ControlPlane) 
     assert refused.value.status == 403
 
 
+@pytest.fixture
+def empty_namespace(control_plane: ControlPlane) -> str:
+    """The base's namespace with no Deployment and no pods left from an earlier test."""
+    ensure_namespace(control_plane, NAMESPACE)
+    rest = control_plane.rest
+    with contextlib.suppress(ApiError):
+        rest.request(
+            "DELETE",
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/podlister",
+            {"propagationPolicy": "Background"},
+        )
+    wait_until(
+        lambda: not rest.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/replicasets")["items"],
+        timeout=30,
+        what="the garbage collector removing the ReplicaSets",
+    )
+    # Without a kubelet to confirm, a graceful deletion would wait 30 s: force it.
+    for pod in rest.get(f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]:
+        with contextlib.suppress(ApiError):
+            kubelet.delete(rest, NAMESPACE, pod["metadata"]["name"])
+    wait_until(
+        lambda: not rest.get(f"/api/v1/namespaces/{NAMESPACE}/pods")["items"],
+        timeout=30,
+        what="no pods left",
+    )
+    return NAMESPACE
+
+
+@pytest.mark.usefixtures("empty_namespace")
 def test_sidecar_follows_the_real_endpointslice_controller(
     control_plane: ControlPlane, tmp_path: Path, sidecars: list[SidecarProcess]
 ) -> None:
@@ -315,3 +345,38 @@ def bare_pod(name: str) -> dict[str, Any]:
             ],
         },
     }
+
+
+def test_local_overlay_runs_on_the_real_control_plane(
+    control_plane: ControlPlane, empty_namespace: str, tmp_path: Path
+) -> None:
+    """`kubectl apply -k kustomize/overlays/local` and `kubectl scale` drive real nginx and
+    sidecar processes (the test's node plays kubelet): after each scale, the load balancer
+    and every pod serve exactly the pods the API reports ready.
+    """
+    from controlplane.node import ProcessNode, ServiceProxy, converged
+    from localcluster.loadbalancer import LoadBalancer
+
+    applied = control_plane.kubectl(
+        "apply", "--server-side", "-k", str(REPO / "kustomize" / "overlays" / "local")
+    )
+    assert applied.returncode == 0, applied.stderr
+    lb = LoadBalancer(tmp_path / "lb", f"127.0.0.1:{free_port()}").start()
+    node = ProcessNode(control_plane, tmp_path / "node", empty_namespace).start()
+    proxy = ServiceProxy(control_plane, lb, empty_namespace, "podlister").start()
+    try:
+        wait_until(lambda: converged(node, lb, 2), timeout=60, what="the overlay's 2 replicas")
+        for replicas in (4, 1):
+            scaled = control_plane.kubectl(
+                "scale", "deployment/podlister", "-n", empty_namespace, f"--replicas={replicas}"
+            )
+            assert scaled.returncode == 0, scaled.stderr
+            wait_until(
+                lambda n=replicas: converged(node, lb, n),  # type: ignore[misc]
+                timeout=60,
+                what=f"{replicas} replicas",
+            )
+    finally:
+        proxy.stop()
+        node.stop()
+        lb.stop()
