@@ -9,17 +9,15 @@ served exactly the ready pods, and what curl gets. ``--keep`` leaves it running.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from controlplane.build import BuildError, build
 from controlplane.cluster import ControlPlane
 from controlplane.node import ProcessNode, ServiceProxy, converged
+from localcluster.flags import demo_arguments, hold
 from localcluster.loadbalancer import LoadBalancer
 from nginx_runner import INSTALL_HINT, nginx_binary
 from polling import wait_until
@@ -43,17 +41,12 @@ def settle(node: ProcessNode, lb: LoadBalancer, replicas: int) -> None:
     wait_until(lambda: converged(node, lb, replicas), timeout=60, what=f"{replicas} replicas")
     took = time.monotonic() - started
     print(f"  {replicas} ready, every page agrees after {took:.2f} s: {node.ready_ips()}")
-    with urllib.request.urlopen(lb.url + "/", timeout=5) as response:  # noqa: S310
-        body = response.read().decode().split()
-        print(f"  curl {lb.url}/  <- {response.headers['X-Pod-IP']:<11} {' '.join(body)}")
+    print(lb.curl())
 
 
 def main() -> int:
     """Run the demo."""
-    parser = argparse.ArgumentParser(prog="python -m controlplane.demo", description=__doc__)
-    parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
-    parser.add_argument("--port", type=int, default=18080, help="load balancer port on 127.0.0.1")
-    args = parser.parse_args()
+    args = demo_arguments("python -m controlplane.demo", __doc__)
     try:
         nginx_binary()
         started = time.monotonic()
@@ -85,9 +78,7 @@ def main() -> int:
                         f"--replicas={replicas}",
                     )
                     settle(node, lb, replicas)
-                if args.keep:
-                    print(f"\nrunning; try: curl {lb.url}/  or  KUBECONFIG=... kubectl get pods")
-                    threading.Event().wait()
+                hold(args, f"curl {lb.url}/  or  KUBECONFIG=... kubectl get pods")
             except KeyboardInterrupt:
                 pass
             finally:

@@ -6,24 +6,18 @@ what the curls return and how long every replica took to converge. ``--keep`` le
 
 from __future__ import annotations
 
-import argparse
 import sys
-import threading
 import time
-import urllib.request
 
 from localcluster.cluster import LocalCluster
+from localcluster.flags import demo_arguments, hold
 from nginx_runner import INSTALL_HINT, nginx_binary
 
 
 def curl(cluster: LocalCluster, times: int) -> None:
     """Print what plain curls through the load balancer get."""
     for _ in range(times):
-        with urllib.request.urlopen(cluster.lb.url + "/", timeout=5) as response:  # noqa: S310
-            body = response.read().decode().split()
-            print(
-                f"  curl {cluster.lb.url}/  <- {response.headers['X-Pod-IP']:<11} {' '.join(body)}"
-            )
+        print(cluster.lb.curl())
 
 
 def step(cluster: LocalCluster, replicas: int) -> None:
@@ -52,10 +46,7 @@ def step(cluster: LocalCluster, replicas: int) -> None:
 
 def main() -> int:
     """Run the demo."""
-    parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__)
-    parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
-    parser.add_argument("--port", type=int, default=18080, help="load balancer port on 127.0.0.1")
-    args = parser.parse_args()
+    args = demo_arguments("python -m localcluster", __doc__)
     try:
         nginx_binary()
     except FileNotFoundError:
@@ -66,9 +57,7 @@ def main() -> int:
     try:
         for replicas in (3, 6, 2):
             step(cluster, replicas)
-        if args.keep:
-            print(f"\nrunning; try: curl {cluster.lb.url}/  (Ctrl-C stops)")
-            threading.Event().wait()
+        hold(args, f"curl {cluster.lb.url}/")
     except KeyboardInterrupt:
         pass
     finally:

@@ -86,6 +86,12 @@ class LoadBalancer:
         except OSError:
             return None
 
+    def curl(self) -> str:
+        """One plain GET / through the load balancer, shown as a demo prints it."""
+        with urllib.request.urlopen(self.url + "/", timeout=5) as response:  # noqa: S310
+            body = " ".join(response.read().decode().split())
+            return f"  curl {self.url}/  <- {response.headers['X-Pod-IP']:<11} {body}"
+
     def set_backends(self, backends: list[str]) -> None:
         """Send traffic to exactly these host:port backends, once nginx serves the change."""
         generation = self.generation + 1
