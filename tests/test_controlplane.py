@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import subprocess
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import yaml
 
 from controlplane import kubelet
+from controlplane.objects import (
+    REPO,
+    bare_pod,
+    ensure_namespace,
+    install_base_service,
+    kustomize,
+)
 from controlplane.rest import ApiError
 from polling import wait_until
 from ports import free_port
@@ -24,12 +28,12 @@ from sidecar_process import SidecarProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from controlplane.cluster import ControlPlane
 
 pytestmark = pytest.mark.controlplane
 
-REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "podlister"  # the base's namespace
 SELECTOR = "app.kubernetes.io/name=podlister"
 
@@ -64,29 +68,6 @@ def start_sidecar(
     )
     started.append(sidecar.start())
     return sidecar
-
-
-def kustomize(folder: str) -> list[dict[str, Any]]:
-    """The objects a kustomization renders, with the kustomize built into kubectl."""
-    rendered = subprocess.run(
-        ["kubectl", "kustomize", str(REPO / folder)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(rendered) if doc]
-
-
-def ensure_namespace(plane: ControlPlane, name: str, labels: dict[str, str] | None = None) -> None:
-    try:
-        plane.rest.post(
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
-        )
-    except ApiError as exc:
-        if exc.status != 409:  # already there from an earlier test
-            raise
 
 
 @pytest.mark.parametrize("folder", ["k8s", "kustomize/overlays/do", "kustomize/overlays/local"])
@@ -268,14 +249,7 @@ def test_watch_timeouts_and_bookmarks_come_from_the_real_server(
     that turns ready afterwards still appears.
     """
     namespace = "timeouts"
-    ensure_namespace(control_plane, namespace)
-    # The base's ServiceAccount, Role, RoleBinding and Service, moved to this namespace.
-    for obj in kustomize("k8s"):
-        if obj["kind"] in {"ServiceAccount", "Role", "RoleBinding", "Service"}:
-            obj["metadata"]["namespace"] = namespace
-            for subject in obj.get("subjects", []):
-                subject["namespace"] = namespace
-            control_plane.rest.post(collection_path(obj, namespace), obj)
+    install_base_service(control_plane, namespace)
     kubeconfig = control_plane.kubeconfig_for(tmp_path / "sa.kubeconfig", namespace, "podlister")
     sidecar = start_sidecar(
         sidecars,
@@ -317,34 +291,6 @@ def test_watch_timeouts_and_bookmarks_come_from_the_real_server(
     kubelet.report(control_plane.rest, namespace, "web-1", ip="10.244.1.1", ready=True)
     sidecar.wait_addresses(["10.244.1.1"], timeout=20)
     assert sidecar.metric("podlister_lists_total", api="endpointslices") == 1
-
-
-def collection_path(obj: dict[str, Any], namespace: str) -> str:
-    """Where to POST a namespaced object of the kinds the base holds."""
-    group, _, version = obj["apiVersion"].rpartition("/")
-    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
-    plural = {"Role": "roles", "RoleBinding": "rolebindings"}.get(obj["kind"])
-    return f"{prefix}/namespaces/{namespace}/{plural or obj['kind'].lower() + 's'}"
-
-
-def bare_pod(name: str) -> dict[str, Any]:
-    """A pod the Service selects, with the named port its targetPort refers to."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "podlister"}},
-        "spec": {
-            "serviceAccountName": "podlister",
-            "automountServiceAccountToken": False,
-            "containers": [
-                {
-                    "name": "nginx",
-                    "image": "nginxinc/nginx-unprivileged",
-                    "ports": [{"name": "http", "containerPort": 8080}],
-                }
-            ],
-        },
-    }
 
 
 def test_local_overlay_runs_on_the_real_control_plane(
