@@ -7,35 +7,24 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
+from procstat import cpu_seconds, rss_kib
 from sidecar_process import SidecarProcess
 
 Start = Callable[..., SidecarProcess]
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def churn(
-    api: ApiStandIn, sidecar: SidecarProcess, seconds: float, rng: random.Random
+    api: ApiStandIn,
+    sidecar: SidecarProcess,
+    seconds: float,
+    rng: random.Random,
+    ready: dict[int, set[int]],
 ) -> list[str]:
-    """Apply random changes and faults for a while; return the final truth."""
-    ready: dict[int, set[int]] = {s: set() for s in range(5)}
+    """Apply random changes and faults for a while; return the truth after them."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         s = rng.randrange(5)
@@ -69,11 +58,16 @@ def soak(api: ApiStandIn, start_sidecar: Start, seconds: float) -> None:
     rng = random.Random(20261123)
     sidecar = start_sidecar(extra_env={"PODLISTER_IDLE_TIMEOUT": "2"})
     sidecar.wait_addresses([])
-    churn(api, sidecar, min(10.0, seconds / 3), rng)  # warm-up
+    ready: dict[int, set[int]] = {s: set() for s in range(5)}
+    churn(api, sidecar, min(10.0, seconds / 3), rng, ready)  # warm-up
     rss_before = rss_kib(sidecar.pid)
+    rss_samples = [rss_before]
     cpu_before = cpu_seconds(sidecar.pid)
     started = time.monotonic()
-    truth = churn(api, sidecar, seconds, rng)
+    truth: list[str] = []
+    while (left := seconds - (time.monotonic() - started)) > 0:
+        truth = churn(api, sidecar, min(60.0, left), rng, ready)
+        rss_samples.append(rss_kib(sidecar.pid))  # a sample a minute: a plateau or a slope
     elapsed = time.monotonic() - started
     sidecar.wait_addresses(truth, timeout=60)
     rss_after = rss_kib(sidecar.pid)
@@ -84,7 +78,7 @@ def soak(api: ApiStandIn, start_sidecar: Start, seconds: float) -> None:
     }
     report = [
         f"soak {elapsed:.0f}s: {len(truth)} ready at the end",
-        f"RSS {rss_before} -> {rss_after} KiB",
+        f"RSS {rss_before} -> {rss_after} KiB (a minute apart: {rss_samples})",
         f"CPU {cpu / elapsed * 1000:.0f} mCPU",
         f"lists {sidecar.metric('podlister_lists_total', api='endpointslices'):.0f}",
         f"writes {sidecar.metric('podlister_writes_total'):.0f}",

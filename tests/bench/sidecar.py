@@ -8,7 +8,6 @@ index.html on disk (written last of the three files). Then RSS, and CPU over an 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from bench.stats import summary
 from kubestub import ApiStandIn, endpoint, endpoint_slice
 from ports import free_port
+from procstat import cpu_seconds, rss_kib
 from sidecar_process import SidecarProcess, write_kubeconfig
 
 # A private TemporaryDirectory is made under it, never a fixed name.
@@ -47,26 +47,6 @@ def wait_change(path: Path, old_inode: int, timeout: float = 10.0) -> float:
             pass
         time.sleep(0.0002)
     raise TimeoutError(path)
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of all the process's threads, in ns resolution.
-
-    /proc/PID/stat counts 10 ms ticks: 0.5 mCPU over 30 s is 1.5 ticks, below what it can
-    tell apart. schedstat's first field is each thread's time on a CPU in nanoseconds.
-    """
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
 
 
 def run(total: int, changes: int, idle: float, root: Path) -> None:
@@ -99,7 +79,7 @@ def run(total: int, changes: int, idle: float, root: Path) -> None:
             sent = time.monotonic()
             api.apply(obj)
             latencies.append(wait_change(index, inode) - sent)
-        rss = rss_mib(sidecar.pid)
+        rss = rss_kib(sidecar.pid) / 1024
         line = f"{total:>6} endpoints  first file {first * 1000:7.1f} ms"
         line += f"  change->file {summary(latencies)}"
         line += f"  RSS {rss:5.1f} MiB"
