@@ -35,8 +35,6 @@ log = structlog.get_logger("sidecar.watch")
 
 CONNECT_TIMEOUT = 10.0
 LIST_PAGE_SIZE = 500
-# client-go picks the server-side timeout at random in [5, 10) min so that watchers of one
-# server do not all reconnect at once.
 # A watch that ends this quickly without a single line is an error, not a timeout: resuming
 # at once would be a hot loop.
 MIN_HEALTHY_WATCH = 1.0
