@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from polling import wait_until
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -163,11 +164,31 @@ class SidecarProcess:
             return None
         return list(data["addresses"])
 
+    def wait_file(self, name: str, check: Callable[[str], bool], *, timeout: float = 10.0) -> str:
+        """Wait until the output file ``name`` exists and its text passes check; return the text.
+
+        Each page file is replaced on its own: a test reads only the file it waited for.
+        """
+
+        def text_if_good() -> list[str]:
+            # In a list, so that an empty file that passes the check counts as found.
+            text = (self.output_dir / name).read_text(encoding="utf-8")
+            return [text] if check(text) else []
+
+        return wait_until(text_if_good, timeout=timeout, what=f"{name} as expected")[0]
+
     def wait_addresses(self, expected: list[str], *, timeout: float = 10.0) -> None:
         """Wait until index.json lists exactly these addresses."""
         wait_until(
             lambda: self.addresses() == expected, timeout=timeout, what=f"addresses {expected}"
         )
+
+    def wait_page(self, expected: list[str], *, timeout: float = 10.0) -> None:
+        """Wait until all three files show exactly these addresses (the HTML: each of them)."""
+        self.wait_addresses(expected, timeout=timeout)
+        lines = "".join(f"{address}\n" for address in expected)
+        self.wait_file("index.txt", lambda text: text == lines, timeout=timeout)
+        self.wait_file("index.html", lambda html: all(a in html for a in expected), timeout=timeout)
 
     def signal(self, signum: int) -> None:
         """Send a signal to the child."""

@@ -33,9 +33,11 @@ def slice_of(name: str, *addresses: str, address_type: str = "IPv4") -> dict[str
 def started_with(
     api: ApiStandIn, start_sidecar: Start, *addresses: str, **kwargs: object
 ) -> SidecarProcess:
+    """Start a sidecar on one slice; return once its page is whole and its watch is open."""
     api.apply(slice_of("web-a", *addresses))
     sidecar = start_sidecar(**kwargs)
-    sidecar.wait_addresses(list(addresses))
+    sidecar.wait_page(list(addresses))
+    api.wait_watching()
     return sidecar
 
 
@@ -105,6 +107,7 @@ def test_expired_mid_watch_relists_and_replaces_state(
     api.apply(slice_of("web-b", "10.0.0.2"))
     sidecar = start_sidecar()
     sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
+    api.wait_watching()
     with api.stalled():
         api.delete("endpointslices", "web-b")  # queued on the stalled stream, never delivered
         api.expire_watches()
@@ -320,7 +323,7 @@ def test_html_injection_is_escaped(api: ApiStandIn, start_sidecar: Start) -> Non
     )
     sidecar = start_sidecar()
     sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
-    html = (sidecar.output_dir / "index.html").read_text()
+    html = sidecar.wait_file("index.html", lambda html: "10.0.0.2" in html)
     assert "<img" not in html
     assert "<b>h</b>" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
@@ -392,7 +395,7 @@ def test_template_updates_through_configmap_symlink_swap(
         api, start_sidecar, "10.0.0.1", extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)}
     )
     html = sidecar.output_dir / "index.html"
-    assert html.read_text() == "v1:10.0.0.1"
+    sidecar.wait_file("index.html", lambda text: text == "v1:10.0.0.1")
     configmap_dir(templates, "v2", "v2:{{ addresses | length }}")
     wait_until(lambda: html.read_text() == "v2:1", timeout=10, what="v2 page")
     configmap_dir(templates, "v3", "v3:{{ broken ")
@@ -401,7 +404,7 @@ def test_template_updates_through_configmap_symlink_swap(
     )
     api.apply(slice_of("web-a", "10.0.0.1", "10.0.0.2"))
     sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
-    assert html.read_text() == "v2:2"
+    sidecar.wait_file("index.html", lambda text: text == "v2:2")
     assert sidecar.events("template_invalid")[0]["line"] == 1
 
 

@@ -43,8 +43,8 @@ def test_first_page_then_follows_changes(api: ApiStandIn, start_sidecar: Start) 
     sidecar.wait_addresses(["10.0.0.2", "10.0.0.3"])
     api.delete("endpointslices", "web-b")
     sidecar.wait_addresses(["10.0.0.2"])
-    assert (sidecar.output_dir / "index.txt").read_text() == "10.0.0.2\n"
-    assert "10.0.0.2" in (sidecar.output_dir / "index.html").read_text()
+    sidecar.wait_file("index.txt", lambda text: text == "10.0.0.2\n")
+    sidecar.wait_file("index.html", lambda html: "10.0.0.2" in html and "10.0.0.3" not in html)
     assert len(api.requests_for("list")) == 1
 
 
@@ -67,7 +67,7 @@ def test_zero_endpoints_written_explicitly(start_sidecar: Start) -> None:
     sidecar = start_sidecar()
     sidecar.wait_addresses([])
     wait_until(lambda: sidecar.probe("/readyz") == 200, timeout=5, what="ready")
-    assert (sidecar.output_dir / "index.txt").read_bytes() == b""
+    sidecar.wait_file("index.txt", lambda text: text == "")
 
 
 def test_pod_identity_on_the_page(api: ApiStandIn, start_sidecar: Start) -> None:
@@ -79,7 +79,7 @@ def test_pod_identity_on_the_page(api: ApiStandIn, start_sidecar: Start) -> None
     sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
     document = json.loads((sidecar.output_dir / "index.json").read_text())
     assert document["served_by"] == {"pod_name": "web-7", "pod_ip": "10.0.0.2"}
-    assert 'aria-current="true">10.0.0.2' in (sidecar.output_dir / "index.html").read_text()
+    sidecar.wait_file("index.html", lambda html: 'aria-current="true">10.0.0.2' in html)
 
 
 def test_burst_is_coalesced(api: ApiStandIn, start_sidecar: Start) -> None:
@@ -136,7 +136,7 @@ def test_sigterm_exits_zero_quickly_without_partial_files(
     """SIGTERM ends the process with 0 within 2 s, leaving only whole index files."""
     api.apply(slice_of("web-a", "10.0.0.1"))
     sidecar = start_sidecar()
-    sidecar.wait_addresses(["10.0.0.1"])
+    sidecar.wait_page(["10.0.0.1"])
     sent = time.monotonic()
     sidecar.signal(signal.SIGTERM)
     assert sidecar.wait_exit(timeout=5) == 0

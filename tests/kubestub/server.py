@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Self
 
 from kubestub.selectors import Predicate, field_selector, label_selector
+from polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -257,6 +258,12 @@ class ApiStandIn:
         """How many watch streams are open now."""
         with self._lock:
             return len(self._watches)
+
+    def wait_watching(self, count: int = 1, *, timeout: float = 10.0) -> None:
+        """Wait until at least ``count`` watch streams are open, so a fault reaches them."""
+        wait_until(
+            lambda: self.open_watches >= count, timeout=timeout, what=f"{count} open watch(es)"
+        )
 
     def requests_for(self, verb: str) -> list[Request]:
         """Requests with this verb so far."""
