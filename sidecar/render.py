@@ -5,12 +5,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import threading
+import time
 import traceback
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from sidecar.history import Change
 from sidecar.membership import Member, Membership
 
 if TYPE_CHECKING:
@@ -18,6 +23,12 @@ if TYPE_CHECKING:
 
 TEMPLATE_NAME = "index.html.j2"
 OUTPUT_NAMES = ("index.json", "index.txt", "index.html")
+# What one render of a (possibly hostile) ConfigMap template may cost. The packaged page at
+# 10,000 IPv6 members is ~1.3 MB and takes ~20 ms; these bounds leave room for rich pages
+# while keeping the emptyDir (16 Mi) and the publisher thread safe from a runaway loop.
+MAX_RENDER_CHARS = 4 * 1024 * 1024
+MAX_RENDER_SECONDS = 3.0
+MAX_EXPONENT = 1024
 
 
 class TemplateError(Exception):
@@ -27,15 +38,6 @@ class TemplateError(Exception):
         """Keep where the problem is, so a log line can point at it."""
         self.file, self.line, self.reason = file, line, reason
         super().__init__(f"{file}:{line if line is not None else '?'}: {reason}")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Change:
-    """One change of the ready set, as kept in the page's recent history."""
-
-    at: dt.datetime
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +52,8 @@ class PageData:
     pod_ip: str = ""
     source: str = "endpointslices"
     changes: tuple[Change, ...] = ()
+    stale_since: dt.datetime | None = None
+    """Set while the API cannot be reached: since when the list may be out of date."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,6 +63,17 @@ class PageTemplate:
     template: jinja2.Template
     origin: str
     source: str
+
+    def render(self, context: dict[str, Any]) -> str:
+        """Render within the sandbox's bounds; raise TemplateError naming file and line."""
+        environment = self.template.environment
+        assert isinstance(environment, _Sandbox)  # noqa: S101 - only compile_template makes these
+        try:
+            return environment.render_bounded(self.template, context)
+        except Exception as exc:
+            raise TemplateError(
+                file=self.origin, line=_line_in(exc, self.origin), reason=_reason(exc)
+            ) from exc
 
 
 def _timestamp(moment: dt.datetime) -> str:
@@ -77,8 +92,15 @@ def _scalars(data: PageData) -> dict[str, Any]:
         "served_by": {"pod_name": data.pod_name, "pod_ip": data.pod_ip},
         "generated_at": _timestamp(data.generated_at),
         "source": data.source,
+        "stale_since": _timestamp(data.stale_since) if data.stale_since else None,
         "changes": [
-            {"at": _timestamp(c.at), "added": list(c.added), "removed": list(c.removed)}
+            {
+                "at": _timestamp(c.at),
+                "added": list(c.added),
+                "removed": list(c.removed),
+                "added_count": c.added_count,
+                "removed_count": c.removed_count,
+            }
             for c in data.changes
         ],
     }
@@ -109,14 +131,92 @@ def template_context(data: PageData, scalars: dict[str, Any] | None = None) -> d
     }
 
 
-def _environment() -> jinja2.Environment:
-    # Autoescape is off by default in Jinja2; every field of a slice is untrusted, so turn it on.
-    return jinja2.Environment(
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        auto_reload=False,
-    )
+class RenderLimitError(Exception):
+    """A render went past MAX_RENDER_CHARS or MAX_RENDER_SECONDS."""
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox: no dunder or internal attributes, no mutation of data.
+
+    A template comes from a ConfigMap, and the sidecar holds the ServiceAccount token and
+    writes the served folder: ``{{ cycler.__init__.__globals__.os }}`` must fail, not run.
+    Every call a template makes also checks the render's deadline, so loops that print
+    nothing (``range`` nested in ``range``) are bounded too.
+    """
+
+    def __init__(self) -> None:
+        # Autoescape is off by default in Jinja2; every field of a slice is untrusted.
+        super().__init__(
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            auto_reload=False,
+        )
+        self._deadline = threading.local()
+
+    def call(
+        self,
+        context: jinja2.runtime.Context,
+        obj: Any,  # noqa: ANN401 - any callable a template reaches
+        /,
+        *args: Any,  # noqa: ANN401
+        **kwargs: Any,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        """Check the deadline, then call as the sandbox allows."""
+        self.check_deadline()
+        return super().call(context, obj, *args, **kwargs)
+
+    # Operators that can allocate without bound in one step: 'x' * 10**9.
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(
+        self,
+        context: jinja2.runtime.Context,
+        operator: str,
+        left: Any,  # noqa: ANN401 - any operand a template writes
+        right: Any,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        """Refuse a repetition longer than a page may be, or a power with a huge exponent."""
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                sized = isinstance(sequence, str | list | tuple) and isinstance(count, int)
+                if sized and len(sequence) * count > MAX_RENDER_CHARS:
+                    raise RenderLimitError("repetition larger than a page may be")
+        elif isinstance(right, int) and abs(right) > MAX_EXPONENT:
+            raise RenderLimitError(f"exponent larger than {MAX_EXPONENT}")
+        return super().call_binop(context, operator, left, right)
+
+    def check_deadline(self) -> None:
+        """Raise RenderLimitError once this thread's render has run out of time."""
+        deadline = getattr(self._deadline, "at", None)
+        if deadline is not None and time.monotonic() > deadline:
+            raise RenderLimitError(f"render took longer than {MAX_RENDER_SECONDS} s")
+
+    def render_bounded(self, template: jinja2.Template, context: dict[str, Any]) -> str:
+        """Render chunk by chunk, stopping at the size or time bound."""
+        self._deadline.at = time.monotonic() + MAX_RENDER_SECONDS
+        parts: list[str] = []
+        size = 0
+        try:
+            for part in template.generate(context):
+                size += len(part)
+                if size > MAX_RENDER_CHARS:
+                    raise RenderLimitError(f"page larger than {MAX_RENDER_CHARS} characters")
+                self.check_deadline()
+                parts.append(part)
+        finally:
+            self._deadline.at = None
+        return "".join(parts)
+
+
+def _environment() -> _Sandbox:
+    return _Sandbox()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, SecurityError):
+        return f"not allowed in the sandbox: {exc}"
+    return str(exc) or type(exc).__name__
 
 
 def _line_in(exc: BaseException, filename: str) -> int | None:
@@ -137,7 +237,16 @@ def _sample_data() -> PageData:
         generated_at=moment,
         pod_name="pod-a",
         pod_ip="192.0.2.1",
-        changes=(Change(at=moment, added=("192.0.2.1",), removed=("192.0.2.2",)),),
+        changes=(
+            Change(
+                at=moment,
+                added=("192.0.2.1",),
+                removed=("192.0.2.2",),
+                added_count=1,
+                removed_count=1,
+            ),
+        ),
+        stale_since=moment,
     )
 
 
@@ -147,12 +256,13 @@ def compile_template(source: str, origin: str) -> PageTemplate:
     try:
         code = env.compile(source, name=TEMPLATE_NAME, filename=origin)
         template = env.template_class.from_code(env, code, env.make_globals(None))
-        template.render(template_context(_sample_data()))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(file=origin, line=exc.lineno, reason=exc.message or str(exc)) from exc
     except Exception as exc:
-        raise TemplateError(file=origin, line=_line_in(exc, origin), reason=str(exc)) from exc
-    return PageTemplate(template=template, origin=origin, source=source)
+        raise TemplateError(file=origin, line=_line_in(exc, origin), reason=_reason(exc)) from exc
+    page = PageTemplate(template=template, origin=origin, source=source)
+    page.render(template_context(_sample_data()))
+    return page
 
 
 def packaged_template() -> PageTemplate:
@@ -179,12 +289,7 @@ def render_files(data: PageData, page: PageTemplate) -> dict[str, bytes]:
     """The three outputs, by file name; raise TemplateError if the HTML fails to render."""
     # Built once for all three files: at 10,000 members the address list is not free.
     scalars = _scalars(data)
-    try:
-        html = page.template.render(template_context(data, scalars))
-    except Exception as exc:
-        raise TemplateError(
-            file=page.origin, line=_line_in(exc, page.origin), reason=str(exc)
-        ) from exc
+    html = page.render(template_context(data, scalars))
     # No indent: only then does json use its C encoder, ~20x faster on 1,000 members.
     document = json.dumps(page_context(data, scalars), ensure_ascii=False) + "\n"
     return {

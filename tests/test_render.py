@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from sidecar.history import Change
 from sidecar.membership import Member, Membership
 from sidecar.render import (
-    Change,
     PageData,
     TemplateError,
     compile_template,
@@ -34,7 +34,15 @@ def data(*addresses: str, pod_ip: str = "", pod: str = "") -> PageData:
         generated_at=MOMENT,
         pod_name="web-0",
         pod_ip=pod_ip,
-        changes=(Change(at=MOMENT, added=addresses, removed=()),),
+        changes=(
+            Change(
+                at=MOMENT,
+                added=addresses,
+                removed=(),
+                added_count=len(addresses),
+                removed_count=0,
+            ),
+        ),
     )
 
 
@@ -58,7 +66,16 @@ def test_json_and_txt_contract() -> None:
         "served_by",
         "generated_at",
         "source",
+        "stale_since",
         "changes",
+    }
+    assert document["stale_since"] is None
+    assert set(document["changes"][0]) == {
+        "at",
+        "added",
+        "removed",
+        "added_count",
+        "removed_count",
     }
     assert files["index.txt"] == b"10.0.0.1\n10.0.0.2\n"
 
@@ -135,3 +152,45 @@ def test_context_is_json_serialisable() -> None:
     """The template context is exactly the JSON document."""
     context = page_context(data("10.0.0.1"))
     assert json.loads(json.dumps(context)) == context
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("<p>\n{{ cycler.__init__.__globals__.os.popen('id').read() }}", "sandbox"),
+        ("<p>\n{{ members.__class__.__mro__ }}", "sandbox"),
+        ("<p>\n{{ self.__init__.__globals__ }}", "sandbox"),
+        ("<p>\n{% set _ = served_by.update({'pod_ip': 'x'}) %}", "update"),
+    ],
+)
+def test_template_cannot_reach_outside_its_data(source: str, reason: str) -> None:
+    """The sandbox refuses internals and mutation: such a template fails like an invalid one,
+    with file, line and reason, and nothing runs.
+    """
+    with pytest.raises(TemplateError) as caught:
+        compile_template(source, "/etc/podlister/page/index.html.j2")
+    assert caught.value.file == "/etc/podlister/page/index.html.j2"
+    assert caught.value.line == 2
+    assert reason in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for a in range(100000) %}{% for b in range(1000) %}0123456789{% endfor %}{% endfor %}",
+        "{{ 'x' * 10**9 }}",
+        "{{ 2 ** 100000000 }}",
+    ],
+)
+def test_a_render_is_bounded_in_size(source: str) -> None:
+    """A template whose page would exceed the size bound is rejected, not rendered."""
+    with pytest.raises(TemplateError, match=r"larger than|exponent"):
+        compile_template(source, "/t/index.html.j2")
+
+
+def test_a_render_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template that loops without output is stopped at the render deadline."""
+    monkeypatch.setattr("sidecar.render.MAX_RENDER_SECONDS", 0.2)
+    source = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    with pytest.raises(TemplateError, match=r"longer than 0\.2 s"):
+        compile_template(source, "/t/index.html.j2")
