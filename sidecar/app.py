@@ -11,30 +11,28 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from sidecar.backoff import DEFAULT_CAP
 from sidecar.config import ExitCode
 from sidecar.health import HealthServer, HealthState
-from sidecar.kube import ConnectionConfigError, api_client
+from sidecar.kube import Connection, ConnectionConfigError, connect
 from sidecar.logs import configure_logging
 from sidecar.metrics import Metrics
+from sidecar.previous import read_previous
 from sidecar.publish import Publisher
-from sidecar.render import TemplateError, load_template
+from sidecar.render import TemplateError, load_template, packaged_template
 from sidecar.templates_watch import watch_templates
-from sidecar.watch import EndpointWatcher
+from sidecar.watch import CONNECT_TIMEOUT, EndpointWatcher
 from sidecar.write import remove_stale_temps
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from types import FrameType
 
-    from kubernetes.client import ApiClient
-
     from sidecar.config import Settings
     from sidecar.render import PageTemplate
 
 log = structlog.get_logger("sidecar")
 
-# /healthz fails after this many idle timeouts without any sign of life from the API.
-STALE_AFTER_IDLE_TIMEOUTS = 3
 STOP_GRACE = 1.5  # seconds; the whole exit must fit in the 2 s the contract promises
 
 
@@ -63,12 +61,34 @@ def _clean_output(settings: Settings) -> None:
         log.info("stale_temps_removed", files=removed)
 
 
-def _prepare(settings: Settings, environ: Mapping[str, str]) -> tuple[PageTemplate, ApiClient]:
-    """Everything that can fail with a configuration error, before any thread starts."""
-    if settings.template_dir is not None and not settings.template_dir.is_dir():
-        msg = f"PODLISTER_TEMPLATE_DIR {settings.template_dir} is not a directory"
-        raise ConnectionConfigError(msg)
-    return load_template(settings.template_dir), api_client(environ)
+def _stuck_after(settings: Settings) -> float:
+    """Longest a worker may go without a beat before /healthz calls the process stuck.
+
+    The watch legitimately blocks for a read (idle timeout), a connect and a backoff step;
+    twice the sum leaves room for a throttled CPU. An unreachable API never gets here: the
+    watch beats at every retry.
+    """
+    return 2 * (settings.idle_timeout + CONNECT_TIMEOUT + DEFAULT_CAP)
+
+
+def _first_template(settings: Settings, metrics: Metrics) -> PageTemplate:
+    """The configured template, or the packaged page when it is broken.
+
+    A broken ConfigMap must not crash-loop every new pod: they start with the packaged
+    page, and the template watcher applies the fix when it comes.
+    """
+    try:
+        return load_template(settings.template_dir)
+    except TemplateError as exc:
+        metrics.errors.labels("template").inc()
+        log.error(
+            "template_invalid",
+            file=exc.file,
+            line=exc.line,
+            reason=exc.reason,
+            keeping="<packaged>",
+        )
+        return packaged_template()
 
 
 def _workers(  # noqa: PLR0913 - the collaborators the threads run
@@ -77,6 +97,7 @@ def _workers(  # noqa: PLR0913 - the collaborators the threads run
     template: PageTemplate,
     publisher: Publisher,
     watcher: EndpointWatcher,
+    health: HealthState,
     metrics: Metrics,
     stop: threading.Event,
 ) -> dict[str, Callable[[], None]]:
@@ -87,6 +108,7 @@ def _workers(  # noqa: PLR0913 - the collaborators the threads run
             template_dir=settings.template_dir,
             current=template,
             on_template=publisher.set_template,
+            health=health,
             metrics=metrics,
             stop_event=stop,
         )
@@ -130,8 +152,10 @@ class Workers:
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal", signal=signal.Signals(signum).name)
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        # Only set the event: logging here could take a lock the interrupted code holds
+        # (structlog's print lock), and the process would hang on SIGTERM. A second signal
+        # during shutdown sets it again, harmlessly.
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -140,51 +164,85 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
 def run(settings: Settings, environ: Mapping[str, str]) -> int:
     """Start everything, wait for a signal or a dead worker, then stop everything."""
+    stop = threading.Event()
+    _install_signal_handlers(stop)
     configure_logging(settings.log_format)
     log.info("start", **_settings_for_log(settings))
-    try:
-        template, client = _prepare(settings, environ)
-    except TemplateError as exc:
-        log.error("template_invalid", file=exc.file, line=exc.line, reason=exc.reason)
+    if settings.template_dir is not None and not settings.template_dir.is_dir():
+        log.error(
+            "config_invalid",
+            reason=f"PODLISTER_TEMPLATE_DIR {settings.template_dir} is not a directory",
+        )
         return ExitCode.CONFIG
+    try:
+        connection = connect(environ)
     except ConnectionConfigError as exc:
         log.error("config_invalid", reason=str(exc))
         return ExitCode.CONFIG
-    _clean_output(settings)
-
-    stop = threading.Event()
     metrics = Metrics()
-    health = HealthState(stale_after=STALE_AFTER_IDLE_TIMEOUTS * settings.idle_timeout)
+    template = _first_template(settings, metrics)
+    _clean_output(settings)
+    health = HealthState(stuck_after=_stuck_after(settings), metrics=metrics)
     try:
         server = HealthServer(
             host=settings.health_host, port=settings.health_port, state=health, metrics=metrics
         )
     except OSError as exc:
         log.error("health_bind_failed", port=settings.health_port, reason=str(exc))
+        connection.close()
         return ExitCode.FAILURE
+    previous = read_previous(
+        settings.output_dir, service=settings.service, namespace=settings.namespace
+    )
+    if previous is not None:
+        log.info("previous_page_served", addresses=len(previous.membership.ready))
     publisher = Publisher(
-        settings=settings, template=template, health=health, metrics=metrics, stop_event=stop
+        settings=settings,
+        template=template,
+        health=health,
+        metrics=metrics,
+        stop_event=stop,
+        previous=previous,
     )
     watcher = EndpointWatcher(
-        api_client=client,
+        api_client=connection.api_client,
         service=settings.service,
         namespace=settings.namespace,
         idle_timeout=settings.idle_timeout,
         watch_timeout=settings.watch_timeout,
         on_change=publisher.submit,
+        on_stale=publisher.set_stale,
+        on_unauthorized=connection.reload_credentials,
         health=health,
         metrics=metrics,
         stop_event=stop,
     )
-    workers = _workers(
-        settings=settings,
-        template=template,
-        publisher=publisher,
-        watcher=watcher,
-        metrics=metrics,
+    return _serve(
         stop=stop,
+        workers=_workers(
+            settings=settings,
+            template=template,
+            publisher=publisher,
+            watcher=watcher,
+            health=health,
+            metrics=metrics,
+            stop=stop,
+        ),
+        server=server,
+        connection=connection,
+        stoppers=(watcher.stop, publisher.stop),
     )
-    _install_signal_handlers(stop)
+
+
+def _serve(
+    *,
+    stop: threading.Event,
+    workers: dict[str, Callable[[], None]],
+    server: HealthServer,
+    connection: Connection,
+    stoppers: tuple[Callable[[], None], ...],
+) -> int:
+    """Run the workers until the stop event, then stop them within STOP_GRACE."""
     server.start()
     threads = Workers(stop)
     for name, target in workers.items():
@@ -199,10 +257,12 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     code = ExitCode.FAILURE if threads.died else ExitCode.OK
     if threads.died:
         log.error("worker_died", workers=threads.died)
-    watcher.stop()
-    publisher.stop()
+    else:
+        log.info("stopping")
+    for stopper in stoppers:
+        stopper()
     threads.join(deadline=time.monotonic() + STOP_GRACE)
     server.stop()
-    client.close()  # type: ignore[no-untyped-call]
+    connection.close()
     log.info("stop", exit_code=code)
     return code

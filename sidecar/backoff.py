@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+DEFAULT_CAP = 30.0
+
+
 class Backoff:
     """Delays of initial, 2xinitial, … up to cap, each stretched by up to ``jitter``.
 
@@ -21,7 +24,7 @@ class Backoff:
         self,
         *,
         initial: float = 0.8,
-        cap: float = 30.0,
+        cap: float = DEFAULT_CAP,
         jitter: float = 0.25,
         reset_after: float = 60.0,
         clock: Callable[[], float] = time.monotonic,

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import enum
 import ipaddress
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -17,6 +18,23 @@ if TYPE_CHECKING:
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 LogFormat = Literal["json", "console"]
+
+# A Service name is a DNS-1035 label; anything else could change the label selector it is
+# pasted into ("web,tier=x" selects another set).
+_DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+# A namespace is a DNS-1123 label.
+_DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DEFAULT_HEALTH_ADDR = "[::]:8081"
+
+
+def decimal(text: str) -> int | None:
+    """The value of a string of ASCII digits 0-9, else None.
+
+    ``str.isdigit`` accepts "²" and other digits that ``int`` then refuses.
+    """
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
 
 
 class ExitCode(enum.IntEnum):
@@ -118,18 +136,32 @@ def _default_namespace(namespace_file: Path) -> str:
 
 def _health_addr(value: str) -> tuple[str, int]:
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:  # noqa: PLR2004
-        msg = f"PODLISTER_HEALTH_ADDR must be host:port, got {value!r}"
+    port = decimal(port_text)
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    try:
+        ip = ipaddress.ip_address(host) if host else None
+    except ValueError:
+        ip = None
+    if not sep or port is None or not 0 < port < 65536 or ip is None:  # noqa: PLR2004
+        msg = f"PODLISTER_HEALTH_ADDR must be IP:port or [IPv6]:port, got {value!r}"
         raise ConfigError(msg)
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - a pod's probes come from outside
-    return host, int(port_text)
+    if ip.version == 6 and not bracketed:  # noqa: PLR2004
+        msg = f"PODLISTER_HEALTH_ADDR must bracket an IPv6 address ([::]:8081), got {value!r}"
+        raise ConfigError(msg)
+    return str(ip), port
+
+
+def _label(name: str, value: str, pattern: re.Pattern[str], kind: str) -> str:
+    if not pattern.fullmatch(value):
+        msg = f"{name} must be a {kind} (lower-case letters, digits, '-'), got {value!r}"
+        raise ConfigError(msg)
+    return value
 
 
 def _idle_timeout(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
+    # ASCII digits only: float() also takes full-width digits, "1e3" and "nan".
+    seconds = float(value) if re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", value) else -1.0
     if not 0 < seconds <= 3600:  # noqa: PLR2004
         msg = f"PODLISTER_IDLE_TIMEOUT must be seconds in (0, 3600], got {value!r}"
         raise ConfigError(msg)
@@ -137,7 +169,7 @@ def _idle_timeout(value: str) -> float:
 
 
 def _watch_timeout(value: str) -> int:
-    seconds = int(value) if value.isdigit() else 0
+    seconds = decimal(value) or 0
     if not 2 <= seconds <= 3600:  # noqa: PLR2004
         msg = f"PODLISTER_WATCH_TIMEOUT must be whole seconds in [2, 3600], got {value!r}"
         raise ConfigError(msg)
@@ -183,16 +215,24 @@ def load_settings(
             raise ConfigError(msg)
         return value
 
-    service = required("PODLISTER_SERVICE")
+    service = _label(
+        "PODLISTER_SERVICE", required("PODLISTER_SERVICE"), _DNS_1035_LABEL, "DNS-1035 label"
+    )
     output_dir = Path(required("PODLISTER_OUTPUT_DIR"))
     template_text = values.get("PODLISTER_TEMPLATE_DIR", "").strip()
-    health_host, health_port = _health_addr(values.get("PODLISTER_HEALTH_ADDR", "0.0.0.0:8081"))
+    health_host, health_port = _health_addr(
+        values.get("PODLISTER_HEALTH_ADDR", DEFAULT_HEALTH_ADDR).strip()
+    )
     if stdout_is_tty is None:
         stdout_is_tty = sys.stdout.isatty()
     return Settings(
         service=service,
-        namespace=values.get("PODLISTER_NAMESPACE", "").strip()
-        or _default_namespace(namespace_file),
+        namespace=_label(
+            "PODLISTER_NAMESPACE",
+            values.get("PODLISTER_NAMESPACE", "").strip() or _default_namespace(namespace_file),
+            _DNS_1123_LABEL,
+            "DNS-1123 label",
+        ),
         output_dir=output_dir,
         template_dir=Path(template_text) if template_text else None,
         pod_ip=_pod_ip(values.get("PODLISTER_POD_IP", "").strip()),

@@ -160,6 +160,15 @@ def membership(views: Iterable[SliceView]) -> Membership:
     return Membership(ready=ready, terminating=terminating, not_ready=not_ready)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole known state after a change, handed from the watch to the publisher."""
+
+    views: tuple[SliceView, ...]
+    source: str  # "endpointslices", or "endpoints" on the fallback
+    received_at: float  # time.monotonic() when the change arrived
+
+
 def changes(old: Membership, new: Membership) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Ready addresses added and removed between two memberships, each sorted."""
     old_set, new_set = set(old.addresses), set(new.addresses)

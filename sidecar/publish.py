@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import threading
 import time
@@ -11,8 +10,9 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sidecar.backoff import Backoff
-from sidecar.membership import Membership, changes, membership
-from sidecar.render import Change, PageData, PageTemplate, TemplateError, render_files
+from sidecar.history import change_between, with_change
+from sidecar.membership import Membership, membership
+from sidecar.render import PageData, PageTemplate, TemplateError, render_files
 from sidecar.write import WriteError, write_files
 
 if TYPE_CHECKING:
@@ -20,18 +20,20 @@ if TYPE_CHECKING:
 
     from sidecar.config import Settings
     from sidecar.health import HealthState
+    from sidecar.history import Change
+    from sidecar.membership import Snapshot
     from sidecar.metrics import Metrics
-    from sidecar.watch import Snapshot
+    from sidecar.previous import PreviousPage
 
 log = structlog.get_logger("sidecar.publish")
 
 # An isolated change is written at once; in a burst, writes are at least this far apart,
 # so a scale-up of 50 pods gives ~10 writes a second and no change waits more than ~100 ms.
 MIN_WRITE_INTERVAL = 0.1
-HISTORY_LENGTH = 20
-# A log line names at most this many addresses per direction; a first list of 10,000
-# would make one 150 KB line, and the counts say the rest.
-LOGGED_ADDRESSES = 20
+# Failed writes (full or read-only folder) are retried this often at most: the page must
+# come back within seconds of space returning, and a retry costs one small write attempt.
+WRITE_BACKOFF_CAP = 4.0
+WORKER = "publish"
 
 
 class Publisher:
@@ -45,9 +47,10 @@ class Publisher:
         health: HealthState,
         metrics: Metrics,
         stop_event: threading.Event,
+        previous: PreviousPage | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Wire the publisher; nothing is written before a snapshot arrives."""
+        """Wire the publisher; nothing is written before there is news."""
         self._settings = settings
         self._health, self._metrics = health, metrics
         self._stop = stop_event
@@ -55,12 +58,18 @@ class Publisher:
         self._wake = threading.Condition()
         self._snapshot: Snapshot | None = None
         self._template = template
+        self._stale_since: dt.datetime | None = None
         self._dirty = False
         self._not_before = 0.0
-        self._backoff = Backoff()
-        self._published: tuple[Membership, PageTemplate, str] | None = None
-        self._history: collections.deque[Change] = collections.deque(maxlen=HISTORY_LENGTH)
-        self._shown = Membership()
+        self._backoff = Backoff(cap=WRITE_BACKOFF_CAP)
+        self._published: tuple[object, ...] | None = None
+        # What the page showed last: an earlier run's page, so the first list after a
+        # restart records what really changed; None on a first start, where it is no change.
+        self._previous = previous
+        self._shown: Membership | None = previous.membership if previous else None
+        self._history: tuple[Change, ...] = previous.changes if previous else ()
+        if previous is not None:
+            health.page_restored()
 
     def submit(self, snapshot: Snapshot) -> None:
         """Take the newest state (called from the watch thread); older pending state is dropped."""
@@ -73,7 +82,16 @@ class Publisher:
         """Use a new, already validated template and re-render with it."""
         with self._wake:
             self._template = template
-            self._dirty = self._snapshot is not None
+            self._dirty = self._has_page()
+            self._wake.notify()
+
+    def set_stale(self, since: dt.datetime | None) -> None:
+        """The API is unreachable since then (None: reachable again); the page says so."""
+        with self._wake:
+            if since == self._stale_since:
+                return
+            self._stale_since = since
+            self._dirty = self._has_page()
             self._wake.notify()
 
     def stop(self) -> None:
@@ -89,20 +107,39 @@ class Publisher:
                     delay = self._not_before - self._clock()
                     if self._dirty and delay <= 0:
                         break
-                    self._wake.wait(delay if self._dirty else None)
+                    if self._dirty:
+                        self._health.beat(WORKER)
+                        self._wake.wait(delay)
+                    else:
+                        # Nothing to do for as long as nothing happens: not a stuck worker.
+                        self._health.waiting(WORKER)
+                        self._wake.wait()
                 if self._stop.is_set():
                     return
-                snapshot, template = self._snapshot, self._template
+                self._health.beat(WORKER)
+                snapshot, template, stale = self._snapshot, self._template, self._stale_since
                 self._dirty = False
-            if snapshot is not None:
-                self._publish(snapshot, template)
+            self._publish(snapshot, template, stale)
 
-    def _publish(self, snapshot: Snapshot, template: PageTemplate) -> None:
-        current = membership(snapshot.views)
-        state = (current, template, snapshot.api.value)
+    def _has_page(self) -> bool:
+        return self._snapshot is not None or self._previous is not None
+
+    def _publish(
+        self, snapshot: Snapshot | None, template: PageTemplate, stale: dt.datetime | None
+    ) -> None:
+        if snapshot is not None:
+            current, source = membership(snapshot.views), snapshot.source
+            received_at = snapshot.received_at
+        elif self._previous is not None:
+            current, source = self._previous.membership, self._previous.source
+            received_at = self._clock()
+        else:
+            return
+        state = (current, template, source, stale)
         if state == self._published:
             return
-        self._note_change(current)
+        if snapshot is not None:
+            self._note_change(current)
         data = PageData(
             service=self._settings.service,
             namespace=self._settings.namespace,
@@ -110,8 +147,9 @@ class Publisher:
             generated_at=dt.datetime.now(dt.UTC),
             pod_name=self._settings.pod_name,
             pod_ip=self._settings.pod_ip,
-            source=snapshot.api.value,
-            changes=tuple(self._history),
+            source=source,
+            changes=self._history,
+            stale_since=stale,
         )
         try:
             files = render_files(data, template)
@@ -124,13 +162,19 @@ class Publisher:
         except WriteError as exc:
             self._write_failed(exc)
             return
+        self._written(current, state, received_at, written)
+
+    def _written(
+        self, current: Membership, state: tuple[object, ...], received_at: float, written: list[str]
+    ) -> None:
         now = self._clock()
         self._not_before = now + MIN_WRITE_INTERVAL
         self._published = state
+        self._backoff.reset()
         self._health.write_succeeded()
         self._metrics.writes.inc()
         self._metrics.last_write.set(time.time())
-        latency = now - snapshot.received_at
+        latency = now - received_at
         self._metrics.event_to_write.observe(latency)
         for name, members in (
             ("ready", current.ready),
@@ -146,21 +190,22 @@ class Publisher:
         )
 
     def _note_change(self, current: Membership) -> None:
-        added, removed = changes(self._shown, current)
-        if added or removed:
-            self._history.appendleft(
-                Change(at=dt.datetime.now(dt.UTC), added=added, removed=removed)
-            )
-            log.info(
-                "membership_changed",
-                added=added[:LOGGED_ADDRESSES],
-                added_count=len(added),
-                removed=removed[:LOGGED_ADDRESSES],
-                removed_count=len(removed),
-                ready=len(current.ready),
-                terminating=len(current.terminating),
-            )
-        self._shown = current
+        shown, self._shown = self._shown, current
+        if shown is None:
+            return  # the first list after a first start is where we begin, not a change
+        change = change_between(shown, current, dt.datetime.now(dt.UTC))
+        if change is None:
+            return
+        self._history = with_change(self._history, change)
+        log.info(
+            "membership_changed",
+            added=change.added,
+            added_count=change.added_count,
+            removed=change.removed,
+            removed_count=change.removed_count,
+            ready=len(current.ready),
+            terminating=len(current.terminating),
+        )
 
     def _write_failed(self, exc: WriteError) -> None:
         delay = self._backoff.failure()

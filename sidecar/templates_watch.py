@@ -14,17 +14,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from sidecar.health import HealthState
     from sidecar.metrics import Metrics
     from sidecar.render import PageTemplate
 
 log = structlog.get_logger("sidecar.templates")
+WORKER = "templates"
 
 
-def watch_templates(
+def watch_templates(  # noqa: PLR0913 - keyword-only wiring
     *,
     template_dir: Path,
     current: PageTemplate,
     on_template: Callable[[PageTemplate], None],
+    health: HealthState,
     metrics: Metrics,
     stop_event: threading.Event,
 ) -> None:
@@ -33,6 +36,8 @@ def watch_templates(
     The whole folder is watched, not the file: a ConfigMap volume updates by swapping its
     ``..data`` symlink, so the file's own inode never changes.
     """
+    # Between changes this thread waits inside watchfiles for as long as nothing changes.
+    health.waiting(WORKER)
     for _ in watchfiles.watch(
         template_dir,
         watch_filter=None,
@@ -42,9 +47,11 @@ def watch_templates(
         ignore_permission_denied=True,
         raise_interrupt=False,
     ):
+        health.beat(WORKER)
         try:
             template = load_template(template_dir)
         except TemplateError as exc:
+            health.waiting(WORKER)
             metrics.errors.labels("template").inc()
             log.error(
                 "template_invalid",
@@ -54,6 +61,7 @@ def watch_templates(
                 keeping=current.origin,
             )
             continue
+        health.waiting(WORKER)
         if template.source == current.source:
             continue
         current = template

@@ -2,15 +2,15 @@
 
 The official client's ``Watch.stream`` neither lists nor recovers from 410, and its model
 deserialisation costs ~10x more per event than ``json.loads``; so this module calls the
-client's list endpoints with ``_preload_content=False`` and reads the raw JSON stream itself.
+client's list endpoints with ``_preload_content=False`` and reads the raw JSON itself
+(``stream``). Failures are typed in ``api_errors``; this module decides what to do next.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import datetime as dt
 import enum
-import json
 import random
 import re
 import threading
@@ -22,11 +22,13 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from sidecar.api_errors import Expired, Malformed, WatchError, classify, is_timeout, status_event
 from sidecar.backoff import Backoff
-from sidecar.membership import SliceView, endpoints_view, slice_view
+from sidecar.membership import SliceView, Snapshot, endpoints_view, slice_view
+from sidecar.stream import lines, list_page, parse_event, read_body, resource_version
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
 
     from sidecar.health import HealthState
     from sidecar.metrics import Metrics
@@ -38,6 +40,10 @@ LIST_PAGE_SIZE = 500
 # A watch that ends this quickly without a single line is an error, not a timeout: resuming
 # at once would be a hot loop.
 MIN_HEALTHY_WATCH = 1.0
+# The page says the list may be out of date once a retry has failed too: one failure that
+# the next attempt repairs (a reset connection) is not worth two rewrites of every page.
+STALE_AFTER_FAILURES = 2
+WORKER = "watch"
 
 
 class Api(enum.Enum):
@@ -45,59 +51,6 @@ class Api(enum.Enum):
 
     ENDPOINT_SLICES = "endpointslices"
     ENDPOINTS = "endpoints"  # v1 Endpoints, only where discovery.k8s.io/v1 is not served
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The whole known state after a change, handed to the publisher."""
-
-    views: tuple[SliceView, ...]
-    api: Api
-    received_at: float  # time.monotonic() when the change arrived
-
-
-class Expired(Exception):  # noqa: N818 - named after the API's reason, "Expired"
-    """The resourceVersion is too old (410 Gone): relist."""
-
-
-class WatchError(Exception):
-    """An API request failed; kind drives the backoff and the metric label."""
-
-    def __init__(
-        self, kind: str, message: str, *, status: int = 0, retry_after: float = 0.0
-    ) -> None:
-        """Classify one failure."""
-        self.kind, self.status, self.retry_after = kind, status, retry_after
-        super().__init__(message)
-
-
-def _status_message(body: object) -> str:
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
-    try:
-        status = json.loads(text)
-    except ValueError:
-        return text[:300]
-    return str(status.get("message", text))[:300] if isinstance(status, dict) else text[:300]
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float:
-    value = (headers or {}).get("Retry-After", "")
-    return float(value) if value.isdigit() else 0.0
-
-
-def classify(exc: ApiException) -> Exception:
-    """Turn an HTTP error from the API into Expired or a WatchError of a known kind."""
-    status = int(exc.status or 0)
-    message = _status_message(exc.body)
-    if status == 410:  # noqa: PLR2004
-        return Expired(message)
-    kind = {401: "unauthorized", 403: "forbidden", 404: "not_found", 429: "throttled"}.get(
-        status,
-        "server" if status >= 500 else "client",  # noqa: PLR2004
-    )
-    return WatchError(
-        kind, message or str(exc.reason), status=status, retry_after=_retry_after(exc.headers)
-    )
 
 
 Param = str | int | bool | None
@@ -114,7 +67,8 @@ class _Resource:
             self.call: Callable[..., Any] = client.DiscoveryV1Api(
                 api_client
             ).list_namespaced_endpoint_slice
-            # The EndpointSlice controller labels every slice of a Service with its name.
+            # The EndpointSlice controller labels every slice of a Service with its name
+            # (a DNS-1035 label, checked by the settings, so it cannot alter the selector).
             self.selector: dict[str, str] = {
                 "label_selector": f"kubernetes.io/service-name={service}"
             }
@@ -144,6 +98,8 @@ class EndpointWatcher:
         health: HealthState,
         metrics: Metrics,
         stop_event: threading.Event,
+        on_stale: Callable[[dt.datetime | None], None] = lambda _since: None,
+        on_unauthorized: Callable[[], None] = lambda: None,
         backoff: Backoff | None = None,
     ) -> None:
         """Wire the watcher; nothing is requested before run()."""
@@ -151,7 +107,8 @@ class EndpointWatcher:
         self._service, self._namespace = service, namespace
         self._idle_timeout = idle_timeout
         self._watch_timeout = watch_timeout
-        self._on_change = on_change
+        self._on_change, self._on_stale = on_change, on_stale
+        self._on_unauthorized = on_unauthorized
         self._health, self._metrics = health, metrics
         self._stop = stop_event
         self._backoff = backoff or Backoff()
@@ -159,7 +116,9 @@ class EndpointWatcher:
         self._resource = _Resource(Api.ENDPOINT_SLICES, api_client, service)
         self._resource_version: str | None = None
         self._resync_wanted = False
-        self._forbidden_streak = False
+        self._failures = 0
+        self._trouble_since: dt.datetime | None = None
+        self._logged_kinds: set[str] = set()
         self._response: urllib3.BaseHTTPResponse | None = None
         self._lock = threading.Lock()
 
@@ -179,12 +138,9 @@ class EndpointWatcher:
         """List, then watch, until stopped; every failure is classified and retried."""
         reason = "initial"
         while not self._stop.is_set():
+            self._health.beat(WORKER)
             try:
-                if self._resource_version is None or self._resync_wanted:
-                    self._list()
-                self._metrics.watch_restarts.labels(reason).inc()
-                log.info("watch_start", reason=reason, resource_version=self._resource_version)
-                reason = self._watch()
+                reason = self._cycle(reason)
             except Expired as exc:
                 # Normal after etcd compaction or a long disconnect: start over from a list.
                 log.info("watch_expired", detail=str(exc))
@@ -196,67 +152,69 @@ class EndpointWatcher:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if self._stop.is_set():
                     break
-                reason = "idle" if _is_timeout(exc) else "connection"
+                reason = "idle" if is_timeout(exc) else "connection"
                 self._failed(WatchError(reason, f"{type(exc).__name__}: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - nothing may end the loop: classify it
+                # Data we did not foresee broke a parser: the state may be wrong, so relist.
+                reason = "malformed"
+                self._failed(Malformed(f"{type(exc).__name__}: {exc}"))
+
+    def _cycle(self, reason: str) -> str:
+        if self._resource_version is None or self._resync_wanted:
+            self._list()
+        self._metrics.watch_restarts.labels(reason).inc()
+        log.info("watch_start", reason=reason, resource_version=self._resource_version)
+        return self._watch()
 
     # ---- list ----------------------------------------------------------------------------
 
     def _list(self) -> None:
         resource = _Resource(Api.ENDPOINT_SLICES, self._client, self._service)
         try:
-            views, resource_version = self._list_all(resource)
+            views, version = self._list_all(resource)
         except WatchError as exc:
             if exc.status != 404:  # noqa: PLR2004
                 raise
             # discovery.k8s.io/v1 is not served (a very old or stripped-down cluster).
             resource = _Resource(Api.ENDPOINTS, self._client, self._service)
-            views, resource_version = self._list_all(resource)
+            views, version = self._list_all(resource)
             if self._resource.api is not Api.ENDPOINTS:
                 log.warning("endpointslice_api_absent", fallback="v1 Endpoints")
         self._resource = resource
-        self._views = {view.name: view for view in views}
-        self._resource_version = resource_version
+        self._views = {view.name: view for view in views if view.name}
+        self._resource_version = version
         self._resync_wanted = False
-        self._forbidden_streak = False
+        self._reached()
         self._metrics.lists.labels(resource.api.value).inc()
-        self._health.progress()
-        log.info(
-            "list",
-            api=resource.api.value,
-            objects=len(views),
-            resource_version=resource_version,
-        )
+        log.info("list", api=resource.api.value, objects=len(views), resource_version=version)
         self._publish()
 
     def _list_all(self, resource: _Resource) -> tuple[list[SliceView], str]:
         """Page through the list; the resourceVersion of the first page is the snapshot's."""
         views: list[SliceView] = []
         continue_token: str | None = None
-        resource_version = ""
+        version = ""
         while True:
-            body = self._get_json(resource, verb="list", _continue=continue_token)
-            metadata = body.get("metadata") or {}
-            resource_version = resource_version or str(metadata.get("resourceVersion", ""))
-            views.extend(resource.parse(item) for item in body.get("items") or [])
-            continue_token = metadata.get("continue") or None
+            response = self._request(
+                resource, verb="list", limit=LIST_PAGE_SIZE, _continue=continue_token
+            )
+            try:
+                items, page_version, continue_token = list_page(read_body(response))
+            finally:
+                response.release_conn()
+            self._health.beat(WORKER)
+            version = version or page_version
+            views.extend(resource.parse(item) for item in items)
             if continue_token is None or self._stop.is_set():
-                return views, resource_version
+                if not version:
+                    raise Malformed("list response without a resourceVersion")
+                return views, version
 
-    def _get_json(self, resource: _Resource, *, verb: str, **params: Param) -> dict[str, Any]:
-        response = self._request(resource, verb=verb, limit=LIST_PAGE_SIZE, **params)
+    def _request(
+        self, resource: _Resource, *, verb: str, **params: Param
+    ) -> urllib3.BaseHTTPResponse:
         try:
-            body = json.loads(response.read())
-        except ValueError as exc:
-            raise WatchError("malformed", f"list response is not JSON: {exc}") from exc
-        finally:
-            response.release_conn()
-        if not isinstance(body, dict):
-            raise WatchError("malformed", "list response is not a JSON object")
-        return body
-
-    def _request(self, resource: _Resource, *, verb: str, **params: Param) -> urllib3.HTTPResponse:
-        try:
-            response: urllib3.HTTPResponse = resource.call(
+            response: urllib3.BaseHTTPResponse = resource.call(
                 self._namespace,
                 **resource.selector,
                 **{k: v for k, v in params.items() if v is not None},
@@ -284,59 +242,56 @@ class EndpointWatcher:
             # Random within [max/2, max], so that replicas do not all re-watch at once.
             timeout_seconds=random.randint(self._watch_timeout // 2, self._watch_timeout),  # noqa: S311
         )
-        # Being accepted is not progress: a stalled server accepts too. Lines and clean ends are.
-        self._forbidden_streak = False
         with self._lock:
             self._response = response
-        lines = 0
+        count = 0
         try:
-            for line in _lines(response):
-                lines += 1
-                self._health.progress()
+            for line in lines(response):
+                if not count:
+                    # Data, not just an accepted request (a stalled server accepts too): the
+                    # API is reachable. Bookmarks make sure a quiet watch sends some.
+                    self._reached()
+                count += 1
+                self._health.beat(WORKER)
                 self._handle_line(line)
         finally:
             with self._lock:
                 self._response = None
             response.release_conn()
-            if lines:
+            if count:
                 # The server accepted the watch and sent data: that was a healthy period, so
                 # a reset that ends it backs off from the first step again (client-go's
                 # Reflector re-watches at once after an established watch breaks).
                 self._backoff.reset()
-        if lines == 0 and time.monotonic() - started < MIN_HEALTHY_WATCH:
+        if count == 0 and time.monotonic() - started < MIN_HEALTHY_WATCH:
             raise WatchError("empty_watch", "the watch ended at once without any event")
-        self._health.progress()
+        self._reached()  # the server ended the watch as asked: it is there
         return "resync" if self._resync_wanted else "timeout"
 
     def _handle_line(self, line: bytes) -> None:
         try:
-            event = json.loads(line)
-            kind = event["type"]
-            obj = event["object"]
-            if not isinstance(obj, dict):
-                raise TypeError("object is not a JSON object")  # noqa: TRY301
-        except (ValueError, KeyError, TypeError) as exc:
+            event = parse_event(line)
+        except Malformed as exc:
             # We may have missed a real change: repair with a list at the next reconnect.
-            self._skip("malformed", line, exc)
+            self._skip(exc.reason, line, exc)
             self._resync_wanted = True
             return
-        self._metrics.events.labels(kind if kind in _KNOWN_TYPES else "other").inc()
-        if kind == "ERROR":
-            self._watch_error(obj)
-        elif kind == "BOOKMARK":
-            self._advance(obj)
-        elif kind in {"ADDED", "MODIFIED", "DELETED"}:
-            self._apply(kind, obj)
+        self._metrics.events.labels(event.type).inc()
+        if event.type == "ERROR":
+            raise status_event(event.object)
+        if event.type == "BOOKMARK":
+            self._advance(event.object)
         else:
-            self._skip("unknown_type", line, None)
+            self._apply(event.type, event.object)
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         view = self._resource.parse(obj)
         if not view.name:
             self._skip("invalid_object", b"", None)
+            self._resync_wanted = True
             return
         if view.invalid_addresses:
-            log.warning("invalid_addresses", slice=view.name, addresses=view.invalid_addresses)
+            log.warning("invalid_addresses", slice=view.name, addresses=view.invalid_addresses[:20])
         if kind == "DELETED":
             self._views.pop(view.name, None)
         else:
@@ -344,19 +299,12 @@ class EndpointWatcher:
         self._advance(obj)
         self._publish()
 
-    def _advance(self, obj: Mapping[str, Any]) -> None:
+    def _advance(self, obj: dict[str, Any]) -> None:
         # Bookmarks carry only a resourceVersion; remembering it lets a resumed watch skip
         # history the server may already have compacted away.
-        version = (obj.get("metadata") or {}).get("resourceVersion")
-        if isinstance(version, str) and version:
+        version = resource_version(obj)
+        if version is not None:
             self._resource_version = version
-
-    def _watch_error(self, status: Mapping[str, Any]) -> None:
-        code = int(status.get("code") or 0)
-        message = str(status.get("message", ""))[:300]
-        if code == 410 or status.get("reason") in {"Expired", "Gone"}:  # noqa: PLR2004
-            raise Expired(message)
-        raise WatchError("watch_error", f"ERROR event: {code} {message}", status=code)
 
     def _skip(self, reason: str, line: bytes, exc: Exception | None) -> None:
         self._metrics.skipped_events.labels(reason).inc()
@@ -364,24 +312,35 @@ class EndpointWatcher:
             "event_skipped",
             reason=reason,
             line=line[:200].decode("utf-8", "replace"),
-            error=str(exc) if exc else None,
+            error=str(exc)[:300] if exc else None,
         )
 
     def _publish(self) -> None:
         self._on_change(
             Snapshot(
                 views=tuple(self._views.values()),
-                api=self._resource.api,
+                source=self._resource.api.value,
                 received_at=time.monotonic(),
             )
         )
 
     # ---- failures ------------------------------------------------------------------------
 
+    def _reached(self) -> None:
+        """The API answered: the failure streak, its logs and the stale page are over."""
+        if self._failures:
+            log.info("api_reachable", after_failures=self._failures)
+        self._failures = 0
+        self._logged_kinds.clear()
+        self._metrics.watch_healthy.set(1)
+        if self._trouble_since is not None:
+            self._trouble_since = None
+            self._on_stale(None)
+
     def _log_forbidden(self, error: WatchError, *, verb: str, resource: str) -> None:
-        if self._forbidden_streak:
+        if "forbidden" in self._logged_kinds:
             return
-        self._forbidden_streak = True
+        self._logged_kinds.add("forbidden")
         match = _USER.search(str(error))
         log.error(
             "forbidden",
@@ -394,47 +353,38 @@ class EndpointWatcher:
         )
 
     def _failed(self, error: WatchError) -> None:
+        self._failures += 1
         self._metrics.errors.labels(error.kind).inc()
+        self._metrics.watch_healthy.set(0)
+        if self._trouble_since is None:
+            self._trouble_since = dt.datetime.now(dt.UTC)
+        if self._failures >= STALE_AFTER_FAILURES:
+            self._on_stale(self._trouble_since)
+        if error.kind == "malformed":
+            self._resource_version = None  # the state may be wrong: relist
+        if error.kind == "unauthorized":
+            # A rotated token: read it again now, instead of waiting for the client's own
+            # 60 s re-read timer; the first failure of a streak waits only the first step.
+            self._on_unauthorized()
         delay = self._backoff.failure(at_least=error.retry_after)
-        if error.kind != "forbidden":  # forbidden was logged once for the streak already
-            log.warning(
-                "api_error",
-                kind=error.kind,
-                status=error.status or None,
-                detail=str(error),
-                retry_in=round(delay, 2),
-                host=self._client.configuration.host,
-            )
+        self._log_failure(error, delay)
         self._metrics.backoff_seconds.inc(delay)
+        self._health.beat(WORKER)
         self._stop.wait(delay)
 
-
-_KNOWN_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """True for a read that timed out (a silent stream), not for a refused connection."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        # urllib3 makes NewConnectionError a ConnectTimeoutError for compatibility.
-        if isinstance(seen, urllib3.exceptions.NewConnectionError):
-            return False
-        if isinstance(seen, urllib3.exceptions.ReadTimeoutError | TimeoutError):
-            return True
-        seen = seen.__context__ or seen.__cause__
-    return False
-
-
-def _lines(response: urllib3.HTTPResponse) -> Iterator[bytes]:
-    """Split a chunked watch stream into lines; a chunk may hold many events or part of one."""
-    pending = b""
-    for chunk in response.stream(None, decode_content=False):
-        pending += chunk
-        if b"\n" not in pending:
-            continue
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            if line.strip():
-                yield line
-    if pending.strip():
-        yield pending
+    def _log_failure(self, error: WatchError, delay: float) -> None:
+        if error.kind == "forbidden":
+            return  # logged once for the streak already, with what to grant
+        # Connection errors are logged at every retry (the retry delays are the story);
+        # data problems once per streak, so a server sending garbage cannot flood the log.
+        if error.kind == "malformed" and "malformed" in self._logged_kinds:
+            return
+        self._logged_kinds.add(error.kind)
+        log.warning(
+            "api_error",
+            kind=error.kind,
+            status=error.status or None,
+            detail=str(error)[:300],
+            retry_in=round(delay, 2),
+            host=self._client.configuration.host,
+        )

@@ -19,7 +19,8 @@ def test_defaults() -> None:
     assert settings.namespace == "default"
     assert settings.output_dir == Path("/out")
     assert settings.template_dir is None
-    assert (settings.health_host, settings.health_port) == ("0.0.0.0", 8081)
+    # Both families where the host has them: "::" with IPV6_V6ONLY off takes IPv4 too.
+    assert (settings.health_host, settings.health_port) == ("::", 8081)
     assert settings.idle_timeout == 90.0
     assert settings.watch_timeout == 600
     assert settings.log_format == "json"
@@ -51,10 +52,27 @@ def test_required_variable_missing(missing: str) -> None:
         ("PODLISTER_WATCH_TIMEOUT", "2.5"),
         ("PODLISTER_LOG_FORMAT", "xml"),
         ("PODLISTER_POD_IP", "10.0.0.300"),
+        ("PODLISTER_HEALTH_ADDR", "127.0.0.1:²"),
+        ("PODLISTER_HEALTH_ADDR", "127.0.0.1:\uff18\uff10\uff18\uff11"),
+        ("PODLISTER_HEALTH_ADDR", "::1:8081"),
+        ("PODLISTER_HEALTH_ADDR", "localhost:8081"),
+        ("PODLISTER_WATCH_TIMEOUT", "\uff16\uff10"),
+        ("PODLISTER_WATCH_TIMEOUT", "²"),
+        ("PODLISTER_IDLE_TIMEOUT", "\uff11\uff10"),
+        ("PODLISTER_IDLE_TIMEOUT", "nan"),
+        ("PODLISTER_IDLE_TIMEOUT", "1e3"),
+        ("PODLISTER_SERVICE", "web,tier=x"),
+        ("PODLISTER_SERVICE", "Web"),
+        ("PODLISTER_SERVICE", "1web"),
+        ("PODLISTER_SERVICE", "w" * 64),
+        ("PODLISTER_NAMESPACE", "shop)"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
-    """An invalid value is an error naming the variable and quoting the value."""
+    """An invalid value is an error naming the variable and quoting the value: non-ASCII digits
+    that str.isdigit() accepts, a Service name that would change the label selector, an IPv6
+    address without brackets.
+    """
     with pytest.raises(ConfigError, match=variable):
         load_settings({**BASE, variable: value}, namespace_file=Path("/nonexistent"))
 

@@ -1,0 +1,114 @@
+"""Reading the API's raw responses: watch lines and list bodies, each capped in size.
+
+Pure parsing of one watch line into an event is here too, so it can be fuzzed without a
+server: any input gives an Event or raises Malformed, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import TYPE_CHECKING, Any
+
+from sidecar.api_errors import Malformed
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import urllib3
+
+# One watch event carries one EndpointSlice: at most 1,000 endpoints, a few hundred KB.
+MAX_LINE_BYTES = 4 * 1024 * 1024
+# One list page: LIST_PAGE_SIZE (500) slices of up to 1,000 endpoints would be ~250 MB, but
+# the controller makes 100-endpoint slices (~40 KB each, ~20 MB a page). A server that sends
+# more than this is not one we can follow.
+MAX_LIST_BYTES = 64 * 1024 * 1024
+EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One watch event: its type and its object (a JSON object, not yet trusted)."""
+
+    type: str
+    object: dict[str, Any]
+
+
+def parse_event(line: bytes) -> Event:
+    """Parse one watch line; raise Malformed for anything that is not an event we know."""
+    try:
+        event = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise Malformed(f"watch line is not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise Malformed("watch line is not a JSON object")
+    kind, obj = event.get("type"), event.get("object")
+    if not isinstance(kind, str):
+        raise Malformed("event type is not a string")
+    if kind not in EVENT_TYPES:
+        raise Malformed(f"unknown event type {kind[:40]!r}", reason="unknown_type")
+    if not isinstance(obj, dict):
+        raise Malformed(f"{kind} event without an object")
+    return Event(kind, obj)
+
+
+def resource_version(obj: dict[str, Any]) -> str | None:
+    """The object's metadata.resourceVersion when it is a non-empty string."""
+    metadata = obj.get("metadata")
+    version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+    return version if isinstance(version, str) and version else None
+
+
+def lines(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """Split a chunked watch stream into lines; a chunk may hold many events or part of one."""
+    pending = b""
+    for chunk in response.stream(None, decode_content=False):
+        pending += chunk
+        if b"\n" not in pending:
+            if len(pending) > MAX_LINE_BYTES:
+                raise Malformed(f"a watch line longer than {MAX_LINE_BYTES} bytes")
+            continue
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if len(line) > MAX_LINE_BYTES:
+                raise Malformed(f"a watch line longer than {MAX_LINE_BYTES} bytes")
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
+def read_body(response: urllib3.BaseHTTPResponse) -> bytes:
+    """The whole body of a list response, refusing one larger than MAX_LIST_BYTES."""
+    parts: list[bytes] = []
+    size = 0
+    for chunk in response.stream(256 * 1024, decode_content=True):
+        size += len(chunk)
+        if size > MAX_LIST_BYTES:
+            raise Malformed(f"a list response larger than {MAX_LIST_BYTES} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def list_page(body: bytes) -> tuple[list[dict[str, Any]], str, str | None]:
+    """Items, resourceVersion and continue token of one list page; Malformed if unusable."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise Malformed(f"list response is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise Malformed("list response is not a JSON object")
+    metadata, items = document.get("metadata"), document.get("items")
+    if not isinstance(metadata, dict):
+        raise Malformed("list response without metadata")
+    if items is None:
+        items = []  # an empty list may come with "items": null
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise Malformed("list items are not a list of objects")
+    version = metadata.get("resourceVersion")
+    token = metadata.get("continue")
+    return (
+        items,
+        version if isinstance(version, str) else "",
+        token if isinstance(token, str) and token else None,
+    )
