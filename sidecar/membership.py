@@ -87,7 +87,7 @@ def _pod_name(target_ref: object) -> str:
 def slice_view(obj: Mapping[str, Any]) -> SliceView:
     """Parse a discovery.k8s.io/v1 EndpointSlice; FQDN slices hold no addresses we list."""
     name = _text(_mapping(obj.get("metadata")).get("name"))
-    if obj.get("addressType") not in {"IPv4", "IPv6"}:
+    if _text(obj.get("addressType")) not in {"IPv4", "IPv6"}:
         return SliceView(name=name, endpoints=())
     endpoints: list[Endpoint] = []
     invalid: list[str] = []

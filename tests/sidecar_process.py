@@ -23,9 +23,12 @@ def write_kubeconfig(
     server: str,
     *,
     token: str = "stand-in-token",
+    token_file: Path | None = None,
     certificate_authority: Path | None = None,
 ) -> Path:
-    """A kubeconfig for one bearer token: plain http (the stand-in), or https checked by a CA."""
+    """A kubeconfig for one bearer token (or a token file): plain http (the stand-in), or
+    https checked by a CA.
+    """
     cluster: dict[str, str] = {"server": server}
     if certificate_authority is not None:
         cluster["certificate-authority"] = str(certificate_authority)
@@ -33,7 +36,12 @@ def write_kubeconfig(
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "api", "cluster": cluster}],
-        "users": [{"name": "user", "user": {"token": token}}],
+        "users": [
+            {
+                "name": "user",
+                "user": {"tokenFile": str(token_file)} if token_file else {"token": token},
+            }
+        ],
         "contexts": [{"name": "api", "context": {"cluster": "api", "user": "user"}}],
         "current-context": "api",
     }

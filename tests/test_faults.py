@@ -539,3 +539,100 @@ def test_sigterm_during_a_burst(api: ApiStandIn, start_sidecar: Start) -> None:
     document = json.loads((sidecar.output_dir / "index.json").read_text())
     text = (sidecar.output_dir / "index.txt").read_text().splitlines()
     assert text == document["addresses"]
+
+
+# ---- staying up -------------------------------------------------------------------------
+
+
+def test_rotated_token_is_read_again_on_401(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """When the API starts refusing the old token (401), the sidecar reads its token file
+    again at once and recovers after the first backoff step, not after the client's 60 s timer.
+    """
+    token = tmp_path / "token"
+    token.write_text("first")
+    api.require_token("first")
+    kubeconfig = write_kubeconfig(tmp_path / "kc-token", api.url, token_file=token)
+    sidecar = started_with(api, start_sidecar, "10.0.0.1", kubeconfig=kubeconfig)
+    token.write_text("second")  # the kubelet rotated the projected token
+    api.require_token("second")  # and the old one is no longer accepted
+    api.end_watches()
+    rotated = time.monotonic()
+    wait_until(lambda: len(api.requests_for("watch")) >= 3, timeout=10, what="a watch after 401")
+    api.apply(slice_of("web-a", "10.0.0.2"))
+    sidecar.wait_addresses(["10.0.0.2"], timeout=10)
+    assert time.monotonic() - rotated < 5
+    assert sidecar.metric("podlister_errors_total", kind="unauthorized") >= 1
+
+
+def test_odd_events_never_stop_the_watch(api: ApiStandIn, start_sidecar: Start) -> None:
+    """A type that is a list, an ERROR with code "abc", an object with a list as metadata:
+    each is skipped or retried with a relist, and the sidecar goes on following changes.
+    """
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    api.inject_line(b'{"type": ["ADDED"], "object": {}}')
+    api.inject_line(b'{"type": "MODIFIED", "object": {"metadata": [], "addressType": {}}}')
+    api.inject_line(b'{"type": "ERROR", "object": {"code": "abc", "message": "?"}}')
+    wait_until(lambda: len(api.requests_for("watch")) >= 2, timeout=10, what="a re-watch")
+    api.apply(slice_of("web-a", "10.0.0.3"))
+    sidecar.wait_addresses(["10.0.0.3"], timeout=15)
+    assert sidecar.metric("podlister_skipped_events_total", reason="malformed") >= 1
+    assert sidecar.metric("podlister_errors_total", kind="watch_error") == 1
+    assert not sidecar.events("worker_crashed")
+
+
+def test_restart_with_the_api_down_serves_the_last_page(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """A sidecar restarted during an API outage finds its earlier page in the folder: it is
+    ready at once, keeps the page's history, and marks the page stale while the API is down.
+    On a first-ever start (empty folder) the same outage leaves it not ready.
+    """
+    out = tmp_path / "out-restart"
+    out.mkdir()
+    first = started_with(api, start_sidecar, "10.0.0.1", output_dir=out)
+    api.apply(slice_of("web-a", "10.0.0.1", "10.0.0.2"))
+    first.wait_page(["10.0.0.1", "10.0.0.2"])
+    assert first.stop() == 0
+    dead = write_kubeconfig(tmp_path / "kc-dead", f"http://127.0.0.1:{free_port()}")
+    second = start_sidecar(output_dir=out, kubeconfig=dead)
+    wait_until(lambda: second.probe("/readyz") == 200, timeout=10, what="ready at once")
+    assert not second.events("list")
+    document = json.loads(
+        second.wait_file("index.json", lambda text: json.loads(text)["stale_since"] is not None)
+    )
+    assert document["addresses"] == ["10.0.0.1", "10.0.0.2"]
+    assert document["changes"][0]["added"] == ["10.0.0.2"]
+    assert second.probe("/healthz") == 200
+    fresh = start_sidecar(kubeconfig=dead)
+    wait_until(lambda: len(fresh.events("api_error")) >= 2, timeout=15, what="retries")
+    assert fresh.probe("/readyz") == 503
+
+
+@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT",), ("SIGTERM", "SIGTERM")])
+def test_signals_always_exit_zero_within_two_seconds_under_load(
+    api: ApiStandIn, start_sidecar: Start, signals: tuple[str, ...]
+) -> None:
+    """Ten runs each, with both cores busy: SIGTERM, SIGINT, or a second SIGTERM during the
+    shutdown all end the process with 0 within 2 s, and every log line is one JSON object.
+    """
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    hogs = [
+        subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        for _ in range(10):
+            sidecar = start_sidecar()
+            sidecar.wait_page(["10.0.0.1"])
+            sent = time.monotonic()
+            for name in signals:
+                sidecar.signal(getattr(signal, name))
+            assert sidecar.wait_exit(timeout=10) == 0
+            assert time.monotonic() - sent < 2.0
+            text = sidecar.log_path.read_text()
+            assert all(line.startswith("{") for line in text.splitlines()), text[-500:]
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=5)

@@ -102,6 +102,7 @@ class ApiStandIn:
         self._continues: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         self._tokens = itertools.count(1)
         self._forbidden: set[str] = set()
+        self._token: str | None = None
         self._slices_served = True
         self._failures: list[tuple[int, float | None]] = []
         self._stalled = threading.Event()
@@ -245,6 +246,11 @@ class ApiStandIn:
         with self._lock:
             self._forbidden = set(verbs)
 
+    def require_token(self, token: str | None) -> None:
+        """Answer 401 to requests without this bearer token (None: accept any)."""
+        with self._lock:
+            self._token = token
+
     def allow(self) -> None:
         """Grant every verb again."""
         self.forbid()
@@ -277,8 +283,12 @@ class ApiStandIn:
 
     # ---- request handling (called from handler threads) ---------------------------------
 
-    def _check(self, verb: str, resource: str, namespace: str) -> tuple[int, dict[str, Any]] | None:
+    def _check(
+        self, verb: str, resource: str, namespace: str, authorization: str = ""
+    ) -> tuple[int, dict[str, Any]] | None:
         with self._lock:
+            if self._token is not None and authorization != f"Bearer {self._token}":
+                return 401, status_body(401, "Unauthorized", "Unauthorized")
             if self._failures:
                 status, retry_after = self._failures.pop(0)
                 body = status_body(status, "InjectedFailure", f"injected failure {status}")
@@ -401,7 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
         verb = "watch" if params.get("watch") in {"true", "1"} else "list"
         with self.api._lock:
             self.api.requests.append(Request("GET", resource, verb, params, time.monotonic()))
-        refused = self.api._check(verb, resource, namespace)
+        refused = self.api._check(verb, resource, namespace, self.headers.get("Authorization", ""))
         if refused is not None:
             status, body = refused
             headers = {}

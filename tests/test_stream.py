@@ -1,0 +1,162 @@
+"""Reading the API's output: event parsing that no input can break, capped lines and lists."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from typing import Any
+
+import pytest
+
+from kubestub import endpoint, endpoint_slice
+from sidecar.api_errors import Expired, Malformed, WatchError, seconds, status_event
+from sidecar.membership import slice_view
+from sidecar.stream import MAX_LINE_BYTES, lines, list_page, parse_event, resource_version
+
+REAL_EVENTS: list[dict[str, Any]] = [
+    {
+        "type": "ADDED",
+        "object": endpoint_slice(
+            "web-a", service="web", endpoints=[endpoint("10.0.0.1"), endpoint("10.0.0.2")]
+        ),
+    },
+    {"type": "BOOKMARK", "object": {"kind": "EndpointSlice", "metadata": {"resourceVersion": "7"}}},
+    {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}},
+]
+STRANGE_VALUES: list[Any] = [None, [], {}, "", "abc", 0, -1, 1e308, True, [1, [2]], {"a": {}}]
+
+
+def mutate(value: Any, rng: random.Random) -> Any:
+    """Replace, drop or nest one part of a JSON value at random."""
+    if isinstance(value, dict) and value and rng.random() < 0.7:
+        key = rng.choice(sorted(value))
+        changed = dict(value)
+        if rng.random() < 0.2:
+            del changed[key]
+        else:
+            changed[key] = mutate(value[key], rng)
+        return changed
+    if isinstance(value, list) and value and rng.random() < 0.7:
+        index = rng.randrange(len(value))
+        return [*value[:index], mutate(value[index], rng), *value[index + 1 :]]
+    return copy.deepcopy(rng.choice(STRANGE_VALUES))
+
+
+def handle(line: bytes) -> None:
+    """What the watch loop does with one line, minus the I/O: every path it can take."""
+    event = parse_event(line)
+    if event.type == "ERROR":
+        raise status_event(event.object)
+    resource_version(event.object)
+    slice_view(event.object)
+
+
+def test_no_mutated_event_escapes_classification() -> None:
+    """20,000 seeded mutations of real events (shapes, types, truncations, garbage bytes): each
+    is handled or raises Malformed, Expired or WatchError, never anything else.
+    """
+    rng = random.Random(20261125)
+    outcomes: dict[str, int] = {}
+    for _ in range(20_000):
+        event = mutate(rng.choice(REAL_EVENTS), rng)
+        line = json.dumps(event).encode()
+        if rng.random() < 0.1:
+            line = line[: rng.randrange(len(line) + 1)]
+        if rng.random() < 0.05:
+            line = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
+        try:
+            handle(line)
+            outcome = "handled"
+        except (Malformed, Expired, WatchError) as exc:
+            outcome = type(exc).__name__
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert set(outcomes) == {"handled", "Malformed", "Expired", "WatchError"}
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"type": ["ADDED"], "object": {}}', "malformed"),
+        (b'{"type": "SURPRISE", "object": {}}', "unknown_type"),
+        (b'{"type": "ADDED", "object": []}', "malformed"),
+        (b"[1, 2]", "malformed"),
+        (b"[" * 100_000, "malformed"),
+    ],
+)
+def test_malformed_lines(line: bytes, reason: str) -> None:
+    """A type that is not a string, an unknown type, a non-object, deep nesting: Malformed."""
+    with pytest.raises(Malformed) as caught:
+        parse_event(line)
+    assert caught.value.reason == reason
+
+
+def test_error_events_with_odd_codes() -> None:
+    """An ERROR event with code "abc" is a watch error (code 0), not a crash; 410 relists."""
+    assert isinstance(status_event({"code": "abc", "message": "x"}), WatchError)
+    assert isinstance(status_event({"code": 410}), Expired)
+    assert isinstance(status_event({"reason": "Expired"}), Expired)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("3", 3.0),
+        ("1.5", 1.5),
+        (" 2 ", 2.0),
+        ("\u00b2", 0.0),
+        ("1e9", 0.0),
+        ("-1", 0.0),
+        (2, 2.0),
+        (True, 0.0),
+        (None, 0.0),
+        ("100000", 300.0),
+        (float("nan"), 0.0),
+    ],
+)
+def test_retry_after_seconds(value: object, expected: float) -> None:
+    """Retry-After and retryAfterSeconds: decimal seconds, fractions too, capped, else 0."""
+    assert seconds(value) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b'{"items": []}',
+        b'{"metadata": [], "items": []}',
+        b'{"metadata": {}, "items": {"a": 1}}',
+        b'{"metadata": {}, "items": [1]}',
+        b"not json",
+    ],
+)
+def test_unusable_list_pages_are_malformed(body: bytes) -> None:
+    """A list page without object metadata or with items that are not objects is Malformed."""
+    with pytest.raises(Malformed):
+        list_page(body)
+
+
+def test_a_usable_list_page() -> None:
+    """Items, resourceVersion and continue token of a page; null items is an empty page."""
+    body = b'{"metadata": {"resourceVersion": "5", "continue": "c1"}, "items": null}'
+    assert list_page(body) == ([], "5", "c1")
+
+
+class FakeResponse:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def stream(self, _amount: int | None, *, decode_content: bool) -> list[bytes]:
+        assert decode_content is False
+        return self.chunks
+
+
+def test_lines_are_split_across_chunks_and_capped() -> None:
+    """Events split over chunks are joined; a line past MAX_LINE_BYTES is Malformed."""
+    assert list(lines(FakeResponse([b'{"a"', b":1}\n{", b'"b":2}\n']))) == [  # type: ignore[arg-type]
+        b'{"a":1}',
+        b'{"b":2}',
+    ]
+    endless = [b"x" * (1024 * 1024)] * (MAX_LINE_BYTES // (1024 * 1024) + 2)
+    with pytest.raises(Malformed, match="longer than"):
+        list(lines(FakeResponse(endless)))  # type: ignore[arg-type]
