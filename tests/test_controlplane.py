@@ -326,3 +326,38 @@ def test_local_overlay_runs_on_the_real_control_plane(
         proxy.stop()
         node.stop()
         lb.stop()
+
+
+def hpa_conditions(control_plane: ControlPlane, namespace: str) -> dict[str, str]:
+    hpa = control_plane.rest.get(
+        f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/podlister"
+    )
+    conditions = (hpa.get("status") or {}).get("conditions") or []
+    return {c["type"]: c["status"] for c in conditions}
+
+
+@pytest.mark.usefixtures("empty_namespace")
+def test_do_overlay_hpa_finds_and_can_scale_its_deployment(control_plane: ControlPlane) -> None:
+    """`kubectl apply -k kustomize/overlays/do` from a context whose namespace is "default"
+    puts the HPA beside the Deployment, and the real HPA controller reports AbleToScale=True
+    (it found its target and can read and write its scale; no metrics are needed for that).
+    """
+    applied = control_plane.kubectl(
+        "apply", "--server-side", "-k", str(REPO / "kustomize" / "overlays" / "do")
+    )
+    assert applied.returncode == 0, applied.stderr
+    base = f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/podlister"
+    try:
+        assert not control_plane.rest.get(
+            "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers"
+        )["items"]
+        wait_until(
+            lambda: hpa_conditions(control_plane, NAMESPACE).get("AbleToScale") == "True",
+            timeout=30,
+            what="AbleToScale=True",
+        )
+    finally:
+        # Later tests apply the base: no HPA may scale their Deployment, and the Service
+        # goes back to the base's ClusterIP.
+        control_plane.rest.delete(base)
+        control_plane.rest.delete(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")

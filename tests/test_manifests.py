@@ -61,7 +61,11 @@ def pod_spec(objects: list[Doc]) -> Doc:
     return spec
 
 
-@pytest.mark.parametrize("version", ["1.31.0", "1.32.0", "1.33.0", "1.34.0"])
+# 1.30 is the oldest we support (native sidecars on by default since 1.29, preStop sleep
+# since 1.30); 1.37 the newest schema kubernetes-validate ships.
+@pytest.mark.parametrize(
+    "version", ["1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"]
+)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_validates_strictly(rendered: dict[str, Path], variant: str, version: str) -> None:
     """Every rendered object validates against the version's schema with no warning."""
@@ -222,6 +226,11 @@ def test_digitalocean_load_balancer(rendered: dict[str, Path]) -> None:
     assert service["spec"]["type"] == "LoadBalancer"
     annotations = service["metadata"]["annotations"]
     prefix = "service.beta.kubernetes.io/do-loadbalancer-"
+    # The HTTP balancer, not the network (pass-through) default of DOKS >= 1.33, which
+    # ignores the protocol and health-check settings.
+    assert annotations[prefix + "type"] == "REGIONAL"
+    # No fixed name: names are per account and would collide between clusters.
+    assert prefix + "name" not in annotations
     assert annotations[prefix + "override-health-check"] == "true"
     assert annotations[prefix + "healthcheck-path"] == "/readyz"
     assert annotations[prefix + "healthcheck-protocol"] == "http"
@@ -256,3 +265,70 @@ def test_configmap_holds_the_one_nginx_conf(rendered: dict[str, Path]) -> None:
     nginx = next(c for c in configmaps if c["metadata"]["name"].startswith("podlister-nginx-"))
     assert nginx["data"]["nginx.conf"] == (REPO / "k8s/nginx/nginx.conf").read_text()
     assert nginx["data"]["listen.conf"].strip().endswith("listen 8080;")
+
+
+SIDECAR_IMAGE = "ghcr.io/podlister/podlister-sidecar"
+
+
+@pytest.mark.parametrize("variant", ["do", "local"])
+def test_every_object_lands_in_the_deployments_namespace(
+    rendered: dict[str, Path], variant: str
+) -> None:
+    """Every namespaced object of an overlay, those added by components too (the HPA), has
+    the Deployment's namespace, and the HPA's target is in the render beside it.
+    """
+    objects = docs(rendered, variant)
+    namespace = one(objects, "Deployment")["metadata"]["namespace"]
+    cluster_scoped = {"Namespace"}
+    for obj in objects:
+        if obj["kind"] not in cluster_scoped:
+            assert obj["metadata"].get("namespace") == namespace, (obj["kind"], variant)
+    for hpa in (o for o in objects if o["kind"] == "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        assert any(
+            o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"] for o in objects
+        )
+
+
+def test_setting_the_image_as_the_readme_says_changes_the_render(tmp_path: Path) -> None:
+    """What `kustomize edit set image ghcr.io/podlister/podlister-sidecar=REF@DIGEST` writes
+    into the do overlay (an images entry by that name) really changes the rendered image.
+    """
+    readme = (REPO / "README.md").read_text()
+    assert f"kustomize edit set image {SIDECAR_IMAGE}=" in readme
+    copy = tmp_path / "repo"
+    for folder in ("k8s", "kustomize"):
+        shutil.copytree(REPO / folder, copy / folder)
+    overlay = copy / "kustomize/overlays/do/kustomization.yaml"
+    kustomization = yaml.safe_load(overlay.read_text())
+    digest = "sha256:" + "ab" * 32
+    kustomization["images"] = [
+        {"name": SIDECAR_IMAGE, "newName": "registry.example/podlister-sidecar", "digest": digest}
+    ]
+    overlay.write_text(yaml.safe_dump(kustomization))
+    result = subprocess.run(
+        [tool("kubectl"), "kustomize", str(overlay.parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    objects = [d for d in yaml.safe_load_all(result.stdout) if d]
+    sidecar = pod_spec(objects)["initContainers"][0]
+    assert sidecar["image"] == f"registry.example/podlister-sidecar@{digest}"
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_spread_over_nodes_with_disk_bounds(rendered: dict[str, Path], variant: str) -> None:
+    """Replicas spread over nodes (ScheduleAnyway); both containers request and limit
+    ephemeral storage.
+    """
+    spec = pod_spec(docs(rendered, variant))
+    (spread,) = spec["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "podlister"}
+    for container in spec["initContainers"] + spec["containers"]:
+        resources = container["resources"]
+        assert "ephemeral-storage" in resources["requests"], container["name"]
+        assert "ephemeral-storage" in resources["limits"], container["name"]

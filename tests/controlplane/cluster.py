@@ -29,9 +29,10 @@ ADMIN_TOKEN = "podlister-tests-admin"  # noqa: S105 - a throwaway token of a loo
 SERVICE_CIDR = "10.96.0.0/16"
 # Only what the tests need: Deployments make ReplicaSets make Pods; Services get
 # EndpointSlices; ServiceAccounts get their default account and tokens; deleted
-# namespaces and owners are cleaned up.
+# namespaces and owners are cleaned up; HPAs find their targets.
 CONTROLLERS = (
     "deployment",
+    "horizontalpodautoscaling",
     "replicaset",
     "endpointslice",
     "serviceaccount",
@@ -138,6 +139,8 @@ class ControlPlane:
                 f"--root-ca-file={self.ca_file}",
                 # Pods that are added or change readiness are written to slices at once.
                 "--endpointslice-updates-batch-period=0s",
+                # HPAs are looked at every second, not every 15.
+                "--horizontal-pod-autoscaler-sync-period=1s",
             ],
         )
         return self
