@@ -636,3 +636,29 @@ def test_signals_always_exit_zero_within_two_seconds_under_load(
         for hog in hogs:
             hog.kill()
             hog.wait(timeout=5)
+
+
+def test_page_returns_when_the_content_fits_again(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """On a 96 KiB folder, 4,000 endpoints do not fit (ENOSPC, old page kept, not ready); back
+    to 12, the page returns within one capped backoff step, although the history holds the
+    4,000-address change (it names 10 addresses and counts the rest).
+    """
+    out = tmp_path / "out-small"
+    out.mkdir()
+    sidecar = start_sidecar(output_dir=out, command_prefix=in_private_tmpfs(out, size="96k"))
+    sidecar.output_dir = Path(f"/proc/{sidecar.pid}/root") / str(out).lstrip("/")
+    small = [f"10.0.0.{i}" for i in range(1, 13)]
+    api.apply(slice_of("web-a", *small))
+    sidecar.wait_page(small)
+    many = [f"10.{i // 250}.{i % 250}.1" for i in range(4000)]
+    api.apply(slice_of("web-a", *many))
+    wait_until(lambda: sidecar.events("write_failed"), timeout=10, what="a failed write")
+    assert sidecar.addresses() == small
+    wait_until(lambda: sidecar.probe("/readyz") == 503, timeout=5, what="not ready")
+    api.apply(slice_of("web-a", *small[:11]))
+    sidecar.wait_page(small[:11], timeout=4.0 * 1.25 + 5)
+    wait_until(lambda: sidecar.probe("/readyz") == 200, timeout=5, what="ready again")
+    delays = [event["retry_in"] for event in sidecar.events("write_failed")]
+    assert max(delays) <= 4.0
