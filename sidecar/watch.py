@@ -242,18 +242,23 @@ class EndpointWatcher:
             # Random within [max/2, max], so that replicas do not all re-watch at once.
             timeout_seconds=random.randint(self._watch_timeout // 2, self._watch_timeout),  # noqa: S311
         )
+        # Accepted: the API server is there. If the stream then stays silent past the idle
+        # timeout (a quiet namespace that gets no bookmarks, or a stalled connection), that
+        # is no outage: re-watch at once, without escalating the backoff or marking the page.
+        self._reached()
         with self._lock:
             self._response = response
         count = 0
         try:
             for line in lines(response):
-                if not count:
-                    # Data, not just an accepted request (a stalled server accepts too): the
-                    # API is reachable. Bookmarks make sure a quiet watch sends some.
-                    self._reached()
                 count += 1
                 self._health.beat(WORKER)
                 self._handle_line(line)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if self._stop.is_set() or not is_timeout(exc):
+                raise
+            log.info("watch_idle", silent_seconds=self._idle_timeout, events=count)
+            return "idle"
         finally:
             with self._lock:
                 self._response = None
@@ -265,7 +270,6 @@ class EndpointWatcher:
                 self._backoff.reset()
         if count == 0 and time.monotonic() - started < MIN_HEALTHY_WATCH:
             raise WatchError("empty_watch", "the watch ended at once without any event")
-        self._reached()  # the server ended the watch as asked: it is there
         return "resync" if self._resync_wanted else "timeout"
 
     def _handle_line(self, line: bytes) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from controlplane.build import BuildError, build
 from controlplane.cluster import ControlPlane
+from controlplane.sidecars import PlaneSidecars
 from kubestub import ApiStandIn
 from ports import free_port
 from sidecar_process import SidecarProcess, write_kubeconfig
@@ -69,6 +70,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     except BuildError as exc:
         pytest.exit(f"control plane build failed: {exc}", returncode=1)
     print(f"\ncontrol plane binaries in {folder} ({time.monotonic() - started:.0f} s)")  # noqa: T201
+
+
+@pytest.fixture
+def sidecars(tmp_path: Path) -> Iterator[PlaneSidecars]:
+    """Sidecars of the base's Service on the real control plane; stopped by pid after."""
+    started = PlaneSidecars(tmp_path)
+    yield started
+    started.stop_all()
 
 
 @pytest.fixture(scope="session")

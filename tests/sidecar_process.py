@@ -49,6 +49,26 @@ def write_kubeconfig(
     return path
 
 
+# Where the official client reads an in-cluster token, CA and namespace (fixed paths).
+SERVICE_ACCOUNT_DIR = "/run/secrets/kubernetes.io/serviceaccount"
+
+
+def in_cluster_prefix(token_dir: Path) -> list[str]:
+    """A command prefix that shows token_dir at the in-cluster service-account path.
+
+    In a private mount namespace of the sidecar alone: a tmpfs over /run (/var/run links
+    there), and token_dir bound onto the path, so the kubelet's layout in token_dir (its
+    ``..data`` swaps included) is what the client reads. Needs root (CI runs as root).
+    """
+    script = (
+        "mount -t tmpfs podlister-run /run"
+        f" && mkdir -p {SERVICE_ACCOUNT_DIR}"
+        f' && mount --bind "{token_dir}" {SERVICE_ACCOUNT_DIR}'
+        ' && exec "$@"'
+    )
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+
+
 def clean_environment() -> dict[str, str]:
     """The test process's environment without any PODLISTER_* or in-cluster variable."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("PODLISTER_", "KUBERNETES_"))}

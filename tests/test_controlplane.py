@@ -24,50 +24,17 @@ from controlplane.objects import (
 from controlplane.rest import ApiError
 from polling import wait_until
 from ports import free_port
-from sidecar_process import SidecarProcess
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from controlplane.cluster import ControlPlane
+    from controlplane.sidecars import PlaneSidecars
 
 pytestmark = pytest.mark.controlplane
 
 NAMESPACE = "podlister"  # the base's namespace
 SELECTOR = "app.kubernetes.io/name=podlister"
-
-
-@pytest.fixture
-def sidecars() -> Iterator[list[SidecarProcess]]:
-    """Sidecar processes a test starts; each is stopped by pid afterwards."""
-    started: list[SidecarProcess] = []
-    yield started
-    for sidecar in started:
-        sidecar.stop()
-
-
-def start_sidecar(
-    started: list[SidecarProcess],
-    tmp_path: Path,
-    kubeconfig: Path,
-    *,
-    namespace: str = NAMESPACE,
-    extra_env: dict[str, str] | None = None,
-) -> SidecarProcess:
-    out = tmp_path / f"out{len(started)}"
-    out.mkdir()
-    sidecar = SidecarProcess(
-        kubeconfig=kubeconfig,
-        output_dir=out,
-        log_path=tmp_path / f"sidecar{len(started)}.log",
-        service="podlister",
-        namespace=namespace,
-        health_addr=f"127.0.0.1:{free_port()}",
-        extra_env=extra_env,
-    )
-    started.append(sidecar.start())
-    return sidecar
 
 
 @pytest.mark.parametrize("folder", ["k8s", "kustomize/overlays/do", "kustomize/overlays/local"])
@@ -148,7 +115,7 @@ def empty_namespace(control_plane: ControlPlane) -> str:
 
 @pytest.mark.usefixtures("empty_namespace")
 def test_sidecar_follows_the_real_endpointslice_controller(
-    control_plane: ControlPlane, tmp_path: Path, sidecars: list[SidecarProcess]
+    control_plane: ControlPlane, tmp_path: Path, sidecars: PlaneSidecars
 ) -> None:
     """Deployed from the base and authenticated as its ServiceAccount (only its Role), the
     sidecar lists and watches the slices the real controller writes: pods turning ready
@@ -165,7 +132,7 @@ def test_sidecar_follows_the_real_endpointslice_controller(
 
     pods = wait_until(two_pods, timeout=30, what="the Deployment's two pods")
     kubeconfig = control_plane.kubeconfig_for(tmp_path / "sa.kubeconfig", NAMESPACE, "podlister")
-    sidecar = start_sidecar(sidecars, tmp_path, kubeconfig)
+    sidecar = sidecars.start(kubeconfig, namespace=NAMESPACE)
     sidecar.wait_addresses([], timeout=20)
 
     names = [pod["metadata"]["name"] for pod in pods]
@@ -187,7 +154,7 @@ def test_sidecar_follows_the_real_endpointslice_controller(
 
 
 def test_a_role_without_watch_gets_the_clear_403_log(
-    control_plane: ControlPlane, tmp_path: Path, sidecars: list[SidecarProcess]
+    control_plane: ControlPlane, tmp_path: Path, sidecars: PlaneSidecars
 ) -> None:
     """With a Role that grants get and list but not watch, the real server refuses the
     watch, and the sidecar logs once which ServiceAccount lacks which verb on what.
@@ -225,7 +192,7 @@ def test_a_role_without_watch_gets_the_clear_403_log(
         },
     )
     kubeconfig = control_plane.kubeconfig_for(tmp_path / "reader.kubeconfig", namespace, "reader")
-    sidecar = start_sidecar(sidecars, tmp_path, kubeconfig, namespace=namespace)
+    sidecar = sidecars.start(kubeconfig, namespace=namespace)
 
     forbidden = wait_until(lambda: sidecar.events("forbidden"), timeout=20, what="a 403 log")[0]
     assert forbidden["service_account"] == f"system:serviceaccount:{namespace}:reader"
@@ -242,7 +209,7 @@ def test_a_role_without_watch_gets_the_clear_403_log(
 
 
 def test_watch_timeouts_and_bookmarks_come_from_the_real_server(
-    control_plane: ControlPlane, tmp_path: Path, sidecars: list[SidecarProcess]
+    control_plane: ControlPlane, tmp_path: Path, sidecars: PlaneSidecars
 ) -> None:
     """Watches the real server ends at the timeout the sidecar asked for are resumed from
     their resourceVersion without a relist, the server's bookmarks are read, and a pod
@@ -251,9 +218,7 @@ def test_watch_timeouts_and_bookmarks_come_from_the_real_server(
     namespace = "timeouts"
     install_base_service(control_plane, namespace)
     kubeconfig = control_plane.kubeconfig_for(tmp_path / "sa.kubeconfig", namespace, "podlister")
-    sidecar = start_sidecar(
-        sidecars,
-        tmp_path,
+    sidecar = sidecars.start(
         kubeconfig,
         namespace=namespace,
         # Watches of 5-10 s. The server's watch cache sends a bookmark 2 s before a

@@ -67,6 +67,14 @@ class _Daemon:
             msg = f"{self.name} exited with {self.process.returncode}; log ends:\n{tail}"
             raise RuntimeError(msg)
 
+    def kill(self) -> None:
+        """SIGKILL the process group at once, as a crash or an OOM kill would."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=STOP_TIMEOUT)
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -159,6 +167,18 @@ class ControlPlane:
         """Stop on leaving it."""
         self.stop()
 
+    def kill_apiserver(self) -> None:
+        """SIGKILL kube-apiserver (etcd and the controller manager stay)."""
+        self._daemon("kube-apiserver").kill()
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again, as before, and return once it is ready."""
+        self._daemon("kube-apiserver").start()
+        wait_until(self._ready, timeout=START_TIMEOUT, interval=0.05, what="kube-apiserver ready")
+
+    def _daemon(self, name: str) -> _Daemon:
+        return next(daemon for daemon in self._daemons if daemon.name == name)
+
     def check_alive(self) -> None:
         """Raise with the log's tail if any of the processes has died."""
         for daemon in self._daemons:
@@ -177,11 +197,24 @@ class ControlPlane:
             check=False,
         )
 
-    def token_for(self, namespace: str, service_account: str) -> str:
-        """A bound token of the ServiceAccount (TokenRequest API), as the kubelet would mount."""
+    def token_for(
+        self, namespace: str, service_account: str, *, bound_to_secret: str | None = None
+    ) -> str:
+        """A bound token of the ServiceAccount (TokenRequest API), as the kubelet would mount;
+        bound to a Secret, deleting the Secret invalidates the token.
+        """
+        spec: dict[str, Any] = {}
+        if bound_to_secret is not None:
+            secret = self.rest.get(f"/api/v1/namespaces/{namespace}/secrets/{bound_to_secret}")
+            spec["boundObjectRef"] = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "name": bound_to_secret,
+                "uid": secret["metadata"]["uid"],
+            }
         answer: dict[str, Any] = self.rest.post(
             f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
         )
         return str(answer["status"]["token"])
 
