@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -200,3 +201,28 @@ def test_service_deleted_and_recreated(
     sidecar.wait_addresses([], timeout=30)
     control_plane.rest.post(f"/api/v1/namespaces/{namespace}/services", service)
     sidecar.wait_addresses(["10.244.5.1"], timeout=30)
+
+
+def test_paused_sidecar_relists_on_410_from_the_real_server(
+    control_plane: ControlPlane, tmp_path: Path, sidecars: PlaneSidecars
+) -> None:
+    """A sidecar paused (SIGSTOP) while a pod turns ready and the API server restarts: its
+    resume point is older than the new server's watch cache, the server answers 410, and on
+    SIGCONT the sidecar relists and shows the pod.
+    """
+    namespace = "paused"
+    install_base_service(control_plane, namespace)
+    ready_pod(control_plane, namespace, "web-1", "10.244.6.1")
+    kubeconfig = control_plane.kubeconfig_for(tmp_path / "sa.kubeconfig", namespace, "podlister")
+    sidecar = sidecars.start(kubeconfig, namespace=namespace)
+    sidecar.wait_page(["10.244.6.1"], timeout=20)
+    sidecar.signal(signal.SIGSTOP)
+    try:
+        ready_pod(control_plane, namespace, "web-2", "10.244.6.2")
+        control_plane.kill_apiserver()
+        control_plane.start_apiserver()
+    finally:
+        sidecar.signal(signal.SIGCONT)
+    sidecar.wait_page(["10.244.6.1", "10.244.6.2"], timeout=30)
+    assert sidecar.metric("podlister_watch_restarts_total", reason="expired") == 1
+    assert sidecar.metric("podlister_lists_total", api="endpointslices") == 2
