@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -34,6 +35,8 @@ MIN_WRITE_INTERVAL = 0.1
 # come back within seconds of space returning, and a retry costs one small write attempt.
 WRITE_BACKOFF_CAP = 4.0
 WORKER = "publish"
+# The folder is full (or at its quota): a smaller page may still fit.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class Publisher:
@@ -152,8 +155,7 @@ class Publisher:
             stale_since=stale,
         )
         try:
-            files = render_files(data, template)
-            written = write_files(self._settings.output_dir, files)
+            written = self._write(data, template)
         except TemplateError as exc:
             # Keep the last good page; a new snapshot or template will try again.
             self._metrics.errors.labels("template").inc()
@@ -163,6 +165,29 @@ class Publisher:
             self._write_failed(exc)
             return
         self._written(current, state, received_at, written)
+
+    def _write(self, data: PageData, template: PageTemplate) -> list[str]:
+        """Write the pages; when they do not fit, the compact pages (every address still).
+
+        A folder too small for the full page (a sizeLimit set for fewer pods) would
+        otherwise fail every write forever and keep the pod out of the Service.
+        """
+        try:
+            return write_files(self._settings.output_dir, render_files(data, template))
+        except WriteError as exc:
+            if exc.cause.errno not in _NO_SPACE:
+                raise
+            full_failed = exc
+        compact = data.compacted()
+        written = write_files(self._settings.output_dir, render_files(compact, template))
+        self._metrics.errors.labels("write_compact").inc()
+        log.warning(
+            "write_compact",
+            reason="the full page does not fit in the output folder",
+            path=str(full_failed.path),
+            addresses=len(compact.membership.ready),
+        )
+        return written
 
     def _written(
         self, current: Membership, state: tuple[object, ...], received_at: float, written: list[str]

@@ -55,6 +55,17 @@ class PageData:
     changes: tuple[Change, ...] = ()
     stale_since: dt.datetime | None = None
     """Set while the API cannot be reached: since when the list may be out of date."""
+    compact: bool = False
+    """The folder is too small for the full page: members without detail, no history."""
+
+    def compacted(self) -> PageData:
+        """The same list of addresses, without pod and node names and without history."""
+        return dataclasses.replace(
+            self,
+            membership=Membership(ready=tuple(Member(m.address) for m in self.membership.ready)),
+            changes=(),
+            compact=True,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,6 +105,7 @@ def _scalars(data: PageData) -> dict[str, Any]:
         "generated_at": _timestamp(data.generated_at),
         "source": data.source,
         "stale_since": _timestamp(data.stale_since) if data.stale_since else None,
+        "compact": data.compact,
         "changes": [
             {
                 "at": _timestamp(c.at),

@@ -678,3 +678,38 @@ def test_page_returns_when_the_content_fits_again(
     wait_until(lambda: sidecar.probe("/readyz") == 200, timeout=5, what="ready again")
     delays = [event["retry_in"] for event in sidecar.events("write_failed")]
     assert max(delays) <= 4.0
+
+
+def test_a_page_too_big_for_the_folder_is_written_compact(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """2,000 endpoints with long pod and node names do not fit a 256 KiB folder in full: the
+    compact page is written instead (every address, no pod/node detail, no history,
+    "compact": true), so the pod stays ready with a complete list. Back to a size that fits,
+    the full page returns.
+    """
+    out = tmp_path / "out-tight"
+    out.mkdir()
+    sidecar = start_sidecar(output_dir=out, command_prefix=in_private_tmpfs(out, size="256k"))
+    sidecar.output_dir = Path(f"/proc/{sidecar.pid}/root") / str(out).lstrip("/")
+    many = [f"10.{i // 250}.{i % 250}.1" for i in range(2000)]
+    api.apply(
+        endpoint_slice(
+            "web-a",
+            service="web",
+            endpoints=[
+                endpoint(a, pod=f"podlister-{'x' * 40}-{i:05d}", node=f"pool-{'n' * 30}")
+                for i, a in enumerate(many)
+            ],
+        )
+    )
+    expected = sorted(many, key=lambda a: tuple(int(part) for part in a.split(".")))
+    sidecar.wait_page(expected, timeout=20)
+    document = json.loads(sidecar.wait_file("index.json", bool))
+    assert document["compact"] is True
+    assert document["members"][0] == {"address": "10.0.0.1", "pod": "", "node": ""}
+    assert sidecar.events("write_compact")
+    assert sidecar.probe("/readyz") == 200
+    api.apply(slice_of("web-a", "10.0.0.1", "10.0.0.2"))
+    sidecar.wait_page(["10.0.0.1", "10.0.0.2"])
+    sidecar.wait_file("index.json", lambda text: json.loads(text)["compact"] is False)

@@ -67,9 +67,11 @@ def test_json_and_txt_contract() -> None:
         "generated_at",
         "source",
         "stale_since",
+        "compact",
         "changes",
     }
     assert document["stale_since"] is None
+    assert document["compact"] is False
     assert set(document["changes"][0]) == {
         "at",
         "added",
