@@ -14,10 +14,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from kubelet_volume import write_volume
 
 from controlplane import kubelet
-from controlplane.objects import bare_pod, install_base_service, kustomize
+from controlplane.objects import install_base_service, kustomize
+from kubelet_volume import write_volume
 from polling import wait_until
 from sidecar_process import in_cluster_prefix
 
@@ -33,10 +33,7 @@ pytestmark = pytest.mark.controlplane
 
 def ready_pod(plane: ControlPlane, namespace: str, name: str, ip: str) -> None:
     """A pod of the Service, scheduled and reported Ready at ip."""
-    kubelet.register_node(plane.rest)
-    plane.rest.post(f"/api/v1/namespaces/{namespace}/pods", bare_pod(name))
-    kubelet.bind(plane.rest, namespace, name)
-    kubelet.report(plane.rest, namespace, name, ip=ip, ready=True)
+    kubelet.run_ready_pod(plane.rest, namespace, name, ip)
 
 
 def logged_at(record: dict[str, Any]) -> float:

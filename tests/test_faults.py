@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kubelet_volume import write_volume
 
+from kubelet_volume import write_volume
 from kubestub import ApiStandIn, endpoint, endpoint_slice, endpoints_object
 from polling import wait_until
 from ports import free_port

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from controlplane.objects import bare_pod
+
 if TYPE_CHECKING:
     from controlplane.rest import Rest
 
@@ -73,3 +75,11 @@ def report(rest: Rest, namespace: str, pod: str, *, ip: str, ready: bool) -> Non
 def delete(rest: Rest, namespace: str, pod: str) -> None:
     """Delete the pod at once: no kubelet is there to confirm a graceful stop."""
     rest.delete(f"/api/v1/namespaces/{namespace}/pods/{pod}")
+
+
+def run_ready_pod(rest: Rest, namespace: str, name: str, ip: str) -> None:
+    """A pod of the base's Service, created, scheduled and reported Ready at ip."""
+    register_node(rest)
+    rest.post(f"/api/v1/namespaces/{namespace}/pods", bare_pod(name))
+    bind(rest, namespace, name)
+    report(rest, namespace, name, ip=ip, ready=True)

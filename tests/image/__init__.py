@@ -1,0 +1,1 @@
+"""The sidecar image: built with buildah against a Debian base made here, and released."""

@@ -1,0 +1,106 @@
+"""Build the sidecar image with Debian's buildah, and a Python base for it with mmdebstrap.
+
+No container registry is reachable from our machines, so the base is made here from Debian's
+packages (python3, python3-venv) and imported into local storage; the Dockerfile builds
+against it with ``--build-arg PYTHON_IMAGE`` and never pulls.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_IMAGE = "localhost/podlister-python:bookworm"
+IMAGE = "localhost/podlister-sidecar:test"
+BASE_PACKAGES = ("python3", "python3-venv")
+MIRROR = "deb http://deb.debian.org/debian bookworm main"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# podman here: runc with cgroupfs (no systemd in the machine) and explicit limits, as the
+# runtime refuses to raise the defaults it inherits.
+PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs")
+RUN_FLAGS = (
+    "--network",
+    "host",
+    "--pull=never",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=4096:4096",
+)
+TOOLS = ("buildah", "podman", "mmdebstrap")
+
+
+class ImageBuildError(Exception):
+    """A tool is missing or a step failed; the message says which and why."""
+
+
+def _run(command: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr)[-3000:]
+        raise ImageBuildError(f"{' '.join(command[:3])} ... failed ({result.returncode}):\n{tail}")
+    return result
+
+
+def missing_tools() -> list[str]:
+    """The tools this module needs that are not installed."""
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
+
+
+def _has_image(name: str) -> bool:
+    result = subprocess.run(
+        [*PODMAN, "image", "exists", name], capture_output=True, timeout=60, check=False
+    )
+    return result.returncode == 0
+
+
+def build_base(cache: Path) -> str:
+    """The Debian base (python3, python3-venv) in local storage, made once per machine."""
+    if _has_image(BASE_IMAGE):
+        return BASE_IMAGE
+    cache.mkdir(parents=True, exist_ok=True)
+    tarball = cache / "podlister-python-bookworm.tar"
+    _run(
+        [
+            "mmdebstrap",
+            "--variant=essential",
+            f"--include={','.join(BASE_PACKAGES)}",
+            "--mode=root",
+            "--quiet",
+            "bookworm",
+            str(tarball),
+            MIRROR,
+        ],
+        timeout=900,
+    )
+    _run([*PODMAN, "import", "--quiet", str(tarball), BASE_IMAGE], timeout=300)
+    tarball.unlink()
+    return BASE_IMAGE
+
+
+def build_image(tag: str = IMAGE, *, base: str = BASE_IMAGE) -> str:
+    """Build the Dockerfile against base, passing the host's CA bundle as a build secret."""
+    command = [
+        "buildah",
+        "bud",
+        "--isolation",
+        "chroot",
+        "--network",
+        "host",
+        "--pull=never",
+        "--layers",
+        "--build-arg",
+        f"PYTHON_IMAGE={base}",
+        "-t",
+        tag,
+    ]
+    if CA_BUNDLE.exists():
+        command += ["--secret", f"id=ca,src={CA_BUNDLE}"]
+    pip_config = os.environ.get("PIP_CONFIG_FILE") or "/etc/pip.conf"
+    if Path(pip_config).is_file():
+        command += ["--secret", f"id=pipconf,src={pip_config}"]
+    _run([*command, str(REPO)], timeout=1200)
+    return tag
