@@ -81,22 +81,16 @@ def build_base(cache: Path) -> str:
     return BASE_IMAGE
 
 
-def build_image(tag: str = IMAGE, *, base: str = BASE_IMAGE) -> str:
-    """Build the Dockerfile against base, passing the host's CA bundle as a build secret."""
-    command = [
-        "buildah",
-        "bud",
-        "--isolation",
-        "chroot",
-        "--network",
-        "host",
-        "--pull=never",
-        "--layers",
-        "--build-arg",
-        f"PYTHON_IMAGE={base}",
-        "-t",
-        tag,
-    ]
+def build_image(tag: str = IMAGE, *, base: str | None = BASE_IMAGE) -> str:
+    """Build the Dockerfile, passing the host's CA bundle and pip configuration as secrets.
+
+    With base (an image in local storage) nothing is pulled; without, the Dockerfile's
+    pinned default is pulled if missing.
+    """
+    command = ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--layers"]
+    if base is not None:
+        command += ["--pull=never", "--build-arg", f"PYTHON_IMAGE={base}"]
+    command += ["-t", tag]
     if CA_BUNDLE.exists():
         command += ["--secret", f"id=ca,src={CA_BUNDLE}"]
     pip_config = os.environ.get("PIP_CONFIG_FILE") or "/etc/pip.conf"

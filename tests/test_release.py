@@ -1,0 +1,112 @@
+"""Build, push, pin against a real registry on loopback (Debian's docker-registry)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from typing import TYPE_CHECKING
+
+import pytest
+import yaml
+
+from image.build import REPO
+from polling import wait_until
+from ports import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.image
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json, "
+    "application/vnd.docker.distribution.manifest.v2+json"
+)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """docker-registry serving plain http on a loopback port; stopped by pid afterwards."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("the release test needs docker-registry (installed by .ci/run)")
+    address = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "blobs")}},
+                "http": {"addr": address},
+            }
+        )
+    )
+    with (tmp_path / "registry.log").open("ab") as log:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+    try:
+        wait_until(lambda: answers(f"http://{address}/v2/"), timeout=20, what="the registry")
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def answers(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+        return int(response.status) == 200
+
+
+def served_digest(address: str, repository: str, tag: str) -> str:
+    request = urllib.request.Request(
+        f"http://{address}/v2/{repository}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": MANIFEST_TYPES},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return str(response.headers["Docker-Content-Digest"])
+
+
+@pytest.mark.timeout(900)
+def test_release_pins_the_digest_the_registry_serves(registry: str, tmp_path: Path) -> None:
+    """The release command (tox -e release's module) builds, pushes to the registry, and
+    writes into the overlay the digest that registry serves for the tag; the overlay then
+    renders the sidecar with exactly that image.
+    """
+    overlay_copy = tmp_path / "repo"
+    for folder in ("k8s", "kustomize"):
+        shutil.copytree(REPO / folder, overlay_copy / folder)
+    overlay = overlay_copy / "kustomize" / "overlays" / "do"
+    repository = f"{registry}/podlister-sidecar"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "image.release",
+            repository,
+            f"--overlay={overlay}",
+            "--base=localhost/podlister-python:bookworm",
+            "--insecure",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"kubectl apply -k {overlay}" in result.stdout
+    digest = served_digest(registry, "podlister-sidecar", "0.1.0")
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    sidecar = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    assert sidecar["image"] == f"{repository}@{digest}"
