@@ -36,6 +36,15 @@ def ready_pod(plane: ControlPlane, namespace: str, name: str, ip: str) -> None:
     kubelet.run_ready_pod(plane.rest, namespace, name, ip)
 
 
+def slice_addresses(plane: ControlPlane, namespace: str) -> list[str]:
+    """Every address in the Service's EndpointSlices, as the API has them now."""
+    slices = plane.rest.get(
+        f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+        "?labelSelector=kubernetes.io/service-name=podlister"
+    )["items"]
+    return [a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]]
+
+
 def logged_at(record: dict[str, Any]) -> float:
     """A log record's timestamp, in seconds since the epoch."""
     return dt.datetime.fromisoformat(record["timestamp"]).timestamp()
@@ -203,9 +212,10 @@ def test_service_deleted_and_recreated(
 def test_paused_sidecar_relists_on_410_from_the_real_server(
     control_plane: ControlPlane, tmp_path: Path, sidecars: PlaneSidecars
 ) -> None:
-    """A sidecar paused (SIGSTOP) while a pod turns ready and the API server restarts: its
-    resume point is older than the new server's watch cache, the server answers 410, and on
-    SIGCONT the sidecar relists and shows the pod.
+    """A sidecar paused (SIGSTOP) while the API server restarts, a pod turns ready and etcd
+    is compacted: its resume point is gone (older than the compacted revision and than the new
+    server's watch cache), the server answers 410, and on SIGCONT the sidecar relists and
+    shows the pod.
     """
     namespace = "paused"
     install_base_service(control_plane, namespace)
@@ -215,9 +225,22 @@ def test_paused_sidecar_relists_on_410_from_the_real_server(
     sidecar.wait_page(["10.244.6.1"], timeout=20)
     sidecar.signal(signal.SIGSTOP)
     try:
-        ready_pod(control_plane, namespace, "web-2", "10.244.6.2")
+        # A write the sidecar does not watch moves the revision past its resume point: else
+        # the new server's watch cache would start exactly there and could serve it.
+        control_plane.rest.post(
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "moves-the-revision"}},
+        )
+        # The restart cuts the paused sidecar's stream: nothing after this reaches it.
         control_plane.kill_apiserver()
         control_plane.start_apiserver()
+        ready_pod(control_plane, namespace, "web-2", "10.244.6.2")
+        wait_until(
+            lambda: len(slice_addresses(control_plane, namespace)) == 2,
+            timeout=20,
+            what="the controller writing web-2 into the slice",
+        )
+        control_plane.compact_etcd()
     finally:
         sidecar.signal(signal.SIGCONT)
     sidecar.wait_page(["10.244.6.1", "10.244.6.2"], timeout=30)
