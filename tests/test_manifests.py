@@ -4,6 +4,7 @@ hadolint, and hold the policies scanners do not check.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -332,3 +333,68 @@ def test_spread_over_nodes_with_disk_bounds(rendered: dict[str, Path], variant: 
         resources = container["resources"]
         assert "ephemeral-storage" in resources["requests"], container["name"]
         assert "ephemeral-storage" in resources["limits"], container["name"]
+
+
+# The Kubernetes versions we claim: 1.30 (native sidecars on by default since 1.29, the
+# preStop sleep action since 1.30) up to the newest kubernetes-validate ships.
+VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0")
+
+
+@pytest.fixture(scope="module")
+def linters() -> Path:
+    """kube-score and kubeconform, built from tests/linters/go.mod."""
+    from linters import build
+
+    return build()
+
+
+@pytest.mark.parametrize("variant", ["do", "local"])
+def test_kube_score_finds_nothing_critical(
+    rendered: dict[str, Path], linters: Path, variant: str
+) -> None:
+    """kube-score on each overlay's render: no CRITICAL; the checks that do not apply are
+    switched off on their object with kube-score's ignore annotation, each with its reason.
+    """
+    result = subprocess.run(
+        [str(linters / "kube-score"), "score", "-o", "ci", str(rendered[variant])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = result.stdout.splitlines()
+    assert lines, result.stderr
+    assert not [line for line in lines if line.startswith("[CRITICAL]")], result.stdout
+    assert not [line for line in lines if line.startswith("[WARNING]")], result.stdout
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kubeconform_strict(rendered: dict[str, Path], linters: Path, version: str) -> None:
+    """The kubeconform -strict run accepts every object of every variant for each version we claim,
+    against kubernetes-validate's schemas (made local), with no resource skipped.
+    """
+    from linters import local_schemas
+
+    spec = importlib.util.find_spec("kubernetes_validate")
+    assert spec is not None, "kubernetes-validate (its schemas) is not installed"
+    assert spec.origin is not None
+    schemas = Path(spec.origin).parent / "kubernetes-json-schema"
+    folder = local_schemas(schemas, version)
+    location = f"{folder}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json"
+    result = subprocess.run(
+        [
+            str(linters / "kubeconform"),
+            "-strict",
+            "-summary",
+            f"-kubernetes-version={version}",
+            f"-schema-location={location}",
+            *(str(path) for path in rendered.values()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    objects = sum(len(docs(rendered, variant)) for variant in rendered)
+    assert f"Valid: {objects}, Invalid: 0, Errors: 0, Skipped: 0" in result.stdout, result.stdout
