@@ -72,7 +72,7 @@ def test_rotated_token_costs_one_backoff_step_not_a_minute(
     tokens = tmp_path / "serviceaccount"
     tokens.mkdir()
     common = {"ca.crt": control_plane.ca_file.read_text(), "namespace": namespace}
-    first = control_plane.token_for(namespace, "podlister", bound_to_secret="bound-1")  # noqa: S106 - a name
+    first = control_plane.token_for(namespace, "podlister", bound_to_secret="bound-1")
     write_volume(tokens, "v1", {**common, "token": first})
     sidecar = sidecars.start(
         tmp_path / "unused-kubeconfig",
@@ -87,7 +87,7 @@ def test_rotated_token_costs_one_backoff_step_not_a_minute(
     )
     sidecar.wait_addresses([], timeout=20)
 
-    second = control_plane.token_for(namespace, "podlister", bound_to_secret="bound-2")  # noqa: S106 - a name
+    second = control_plane.token_for(namespace, "podlister", bound_to_secret="bound-2")
     write_volume(tokens, "v2", {**common, "token": second})
     control_plane.rest.delete(f"/api/v1/namespaces/{namespace}/secrets/bound-1")
     refused = wait_until(
@@ -147,15 +147,23 @@ def test_api_server_outage_keeps_every_pod_ready(
             )
     finally:
         control_plane.start_apiserver()
-    back_at = time.monotonic()
+    back_at = time.time()
     # 0.8 s doubling, with 25 % jitter: about 5 attempts in 10 s, never a tight loop.
     assert len(running[0].events("api_error")) <= 8
+    for sidecar in running:
+        # Back within one backoff step of the server's return: the longest step a 10 s
+        # outage reaches is 12.8 s x 1.25 (jitter), 2 s more for a loaded machine.
+        reached = wait_until(
+            lambda s=sidecar: s.events("api_reachable"),  # type: ignore[misc]
+            timeout=30,
+            what="the sidecar back on the API",
+        )[-1]
+        assert logged_at(reached) - back_at < 16 + 2
     ready_pod(control_plane, namespace, "web-2", "10.244.3.2")
     for sidecar in running:
-        sidecar.wait_page(["10.244.3.1", "10.244.3.2"], timeout=45)
+        # The controller manager has its own way back to the API: its pace, not ours.
+        sidecar.wait_page(["10.244.3.1", "10.244.3.2"], timeout=60)
         sidecar.wait_file("index.json", lambda text: json.loads(text)["stale_since"] is None)
-    # The longest step a 10 s outage reaches is 12.8 s x 1.25 (jitter).
-    assert time.monotonic() - back_at < 16 + 5
 
 
 def test_rbac_taken_away_and_given_back(
@@ -237,7 +245,8 @@ def test_paused_sidecar_relists_on_410_from_the_real_server(
         ready_pod(control_plane, namespace, "web-2", "10.244.6.2")
         wait_until(
             lambda: len(slice_addresses(control_plane, namespace)) == 2,
-            timeout=20,
+            # After the restart the controller manager reconnects at its own pace.
+            timeout=60,
             what="the controller writing web-2 into the slice",
         )
         control_plane.compact_etcd()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -12,7 +13,8 @@ import pytest
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
 from polling import wait_until
-from sidecar_process import SidecarProcess, run_to_exit
+from ports import free_port
+from sidecar_process import SidecarProcess, run_to_exit, write_kubeconfig
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -156,3 +158,58 @@ def test_missing_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "podlister-sidecar: PODLISTER_SERVICE is required"
     ]
+
+
+def test_unusable_settings_at_start_exit_with_the_reason(tmp_path: Path) -> None:
+    """A template folder that is not a folder, or no API configuration at all: exit 2 with
+    one JSON log line saying which; a busy health port: exit 1 naming the port.
+    """
+    base = {
+        "PODLISTER_SERVICE": "web",
+        "PODLISTER_OUTPUT_DIR": str(tmp_path),
+        "PODLISTER_LOG_FORMAT": "json",
+        "PODLISTER_HEALTH_ADDR": f"127.0.0.1:{free_port()}",
+    }
+    kubeconfig = write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:1")
+    not_a_folder = run_to_exit(
+        {**base, "KUBECONFIG": str(kubeconfig), "PODLISTER_TEMPLATE_DIR": str(kubeconfig)}
+    )
+    assert not_a_folder.returncode == 2
+    assert "is not a directory" in str(last_record(not_a_folder.stdout)["reason"])
+
+    no_config = run_to_exit({**base, "KUBECONFIG": str(tmp_path / "absent")})
+    assert no_config.returncode == 2
+    assert "no Kubernetes API configuration" in str(last_record(no_config.stdout)["reason"])
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        taken = run_to_exit(
+            {**base, "KUBECONFIG": str(kubeconfig), "PODLISTER_HEALTH_ADDR": f"127.0.0.1:{port}"}
+        )
+    assert taken.returncode == 1
+    assert last_record(taken.stdout)["event"] == "health_bind_failed"
+
+
+def last_record(stdout: str) -> dict[str, object]:
+    lines = stdout.strip().splitlines()
+    assert all(line.startswith("{") for line in lines), stdout
+    return dict(json.loads(lines[-1]))
+
+
+def test_a_missing_output_folder_is_reported_and_the_sidecar_keeps_running(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """An output folder that does not exist yet is logged at start, and the sidecar stays up
+    and not ready (it cannot write) instead of exiting.
+    """
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    missing = tmp_path / "not-yet"
+    late = start_sidecar(
+        output_dir=tmp_path / "unused",
+        extra_env={"PODLISTER_OUTPUT_DIR": str(missing)},
+    )
+    wait_until(lambda: late.events("output_dir_unusable"), timeout=10, what="the report")
+    wait_until(lambda: late.events("write_failed"), timeout=10, what="a failed write")
+    assert late.probe("/readyz") == 503
+    assert late.process is not None
+    assert late.process.poll() is None
