@@ -81,13 +81,7 @@ def _first_template(settings: Settings, metrics: Metrics) -> PageTemplate:
         return load_template(settings.template_dir)
     except TemplateError as exc:
         metrics.errors.labels("template").inc()
-        log.error(
-            "template_invalid",
-            file=exc.file,
-            line=exc.line,
-            reason=exc.reason,
-            keeping="<packaged>",
-        )
+        log.error("template_invalid", **exc.fields(), keeping="<packaged>")
         return packaged_template()
 
 

@@ -159,7 +159,7 @@ class Publisher:
         except TemplateError as exc:
             # Keep the last good page; a new snapshot or template will try again.
             self._metrics.errors.labels("template").inc()
-            log.error("render_failed", file=exc.file, line=exc.line, reason=exc.reason)
+            log.error("render_failed", **exc.fields())
             return
         except WriteError as exc:
             self._write_failed(exc)

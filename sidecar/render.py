@@ -40,6 +40,10 @@ class TemplateError(Exception):
         self.file, self.line, self.reason = file, line, reason
         super().__init__(f"{file}:{line if line is not None else '?'}: {reason}")
 
+    def fields(self) -> dict[str, object]:
+        """What a log line about it names: file, line and reason."""
+        return {"file": self.file, "line": self.line, "reason": self.reason}
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class PageData:

@@ -34,14 +34,20 @@ class Event:
     object: dict[str, Any]
 
 
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """The JSON object in data; Malformed (naming what) for anything else, deep nesting too."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise Malformed(f"{what} is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise Malformed(f"{what} is not a JSON object")
+    return document
+
+
 def parse_event(line: bytes) -> Event:
     """Parse one watch line; raise Malformed for anything that is not an event we know."""
-    try:
-        event = json.loads(line)
-    except (ValueError, RecursionError) as exc:
-        raise Malformed(f"watch line is not JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise Malformed("watch line is not a JSON object")
+    event = _json_object(line, "watch line")
     kind, obj = event.get("type"), event.get("object")
     if not isinstance(kind, str):
         raise Malformed("event type is not a string")
@@ -92,12 +98,7 @@ def read_body(response: urllib3.BaseHTTPResponse) -> bytes:
 
 def list_page(body: bytes) -> tuple[list[dict[str, Any]], str, str | None]:
     """Items, resourceVersion and continue token of one list page; Malformed if unusable."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise Malformed(f"list response is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise Malformed("list response is not a JSON object")
+    document = _json_object(body, "list response")
     metadata, items = document.get("metadata"), document.get("items")
     if not isinstance(metadata, dict):
         raise Malformed("list response without metadata")

@@ -53,13 +53,7 @@ def watch_templates(  # noqa: PLR0913 - keyword-only wiring
         except TemplateError as exc:
             health.waiting(WORKER)
             metrics.errors.labels("template").inc()
-            log.error(
-                "template_invalid",
-                file=exc.file,
-                line=exc.line,
-                reason=exc.reason,
-                keeping=current.origin,
-            )
+            log.error("template_invalid", **exc.fields(), keeping=current.origin)
             continue
         health.waiting(WORKER)
         if template.source == current.source:

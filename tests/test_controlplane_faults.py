@@ -36,6 +36,26 @@ def ready_pod(plane: ControlPlane, namespace: str, name: str, ip: str) -> None:
     kubelet.run_ready_pod(plane.rest, namespace, name, ip)
 
 
+def serving_one_pod(
+    plane: ControlPlane,
+    sidecars: PlaneSidecars,
+    folder: Path,
+    *,
+    namespace: str,
+    ip: str,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[Path, SidecarProcess]:
+    """The base's Service in namespace with one ready pod at ip, and a sidecar (as the
+    ServiceAccount) whose page lists it; the kubeconfig and the sidecar.
+    """
+    install_base_service(plane, namespace)
+    ready_pod(plane, namespace, "web-1", ip)
+    kubeconfig = plane.kubeconfig_for(folder / "sa.kubeconfig", namespace, "podlister")
+    sidecar = sidecars.start(kubeconfig, namespace=namespace, extra_env=extra_env)
+    sidecar.wait_page([ip], timeout=20)
+    return kubeconfig, sidecar
+
+
 def slice_addresses(plane: ControlPlane, namespace: str) -> list[str]:
     """Every address in the Service's EndpointSlices, as the API has them now."""
     slices = plane.rest.get(
@@ -115,15 +135,12 @@ def test_api_server_outage_keeps_every_pod_ready(
     page follows a new pod within one backoff step.
     """
     namespace = "outage"
-    install_base_service(control_plane, namespace)
-    ready_pod(control_plane, namespace, "web-1", "10.244.3.1")
-    kubeconfig = control_plane.kubeconfig_for(tmp_path / "sa.kubeconfig", namespace, "podlister")
     settings = {"PODLISTER_IDLE_TIMEOUT": "2"}
-    running = [
-        sidecars.start(kubeconfig, namespace=namespace, extra_env=settings) for _ in range(2)
-    ]
-    for sidecar in running:
-        sidecar.wait_page(["10.244.3.1"], timeout=20)
+    kubeconfig, first = serving_one_pod(
+        control_plane, sidecars, tmp_path, namespace=namespace, ip="10.244.3.1", extra_env=settings
+    )
+    running = [first, sidecars.start(kubeconfig, namespace=namespace, extra_env=settings)]
+    running[1].wait_page(["10.244.3.1"], timeout=20)
 
     control_plane.kill_apiserver()
     down_at = time.monotonic()
@@ -204,11 +221,9 @@ def test_service_deleted_and_recreated(
     list the ready pod again.
     """
     namespace = "service-gone"
-    install_base_service(control_plane, namespace)
-    ready_pod(control_plane, namespace, "web-1", "10.244.5.1")
-    kubeconfig = control_plane.kubeconfig_for(tmp_path / "sa.kubeconfig", namespace, "podlister")
-    sidecar = sidecars.start(kubeconfig, namespace=namespace)
-    sidecar.wait_addresses(["10.244.5.1"], timeout=20)
+    _, sidecar = serving_one_pod(
+        control_plane, sidecars, tmp_path, namespace=namespace, ip="10.244.5.1"
+    )
     service = next(o for o in kustomize("k8s") if o["kind"] == "Service")
     service["metadata"]["namespace"] = namespace
     control_plane.rest.delete(f"/api/v1/namespaces/{namespace}/services/podlister")
@@ -226,11 +241,9 @@ def test_paused_sidecar_relists_on_410_from_the_real_server(
     shows the pod.
     """
     namespace = "paused"
-    install_base_service(control_plane, namespace)
-    ready_pod(control_plane, namespace, "web-1", "10.244.6.1")
-    kubeconfig = control_plane.kubeconfig_for(tmp_path / "sa.kubeconfig", namespace, "podlister")
-    sidecar = sidecars.start(kubeconfig, namespace=namespace)
-    sidecar.wait_page(["10.244.6.1"], timeout=20)
+    _, sidecar = serving_one_pod(
+        control_plane, sidecars, tmp_path, namespace=namespace, ip="10.244.6.1"
+    )
     sidecar.signal(signal.SIGSTOP)
     try:
         # A write the sidecar does not watch moves the revision past its resume point: else
