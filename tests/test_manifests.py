@@ -62,11 +62,12 @@ def pod_spec(objects: list[Doc]) -> Doc:
     return spec
 
 
-# 1.30 is the oldest we support (native sidecars on by default since 1.29, preStop sleep
-# since 1.30); 1.37 the newest schema kubernetes-validate ships.
-@pytest.mark.parametrize(
-    "version", ["1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"]
-)
+# The Kubernetes versions we claim: 1.30 (native sidecars on by default since 1.29, the
+# preStop sleep action since 1.30) up to the newest kubernetes-validate ships.
+VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_validates_strictly(rendered: dict[str, Path], variant: str, version: str) -> None:
     """Every rendered object validates against the version's schema with no warning."""
@@ -333,11 +334,6 @@ def test_spread_over_nodes_with_disk_bounds(rendered: dict[str, Path], variant: 
         resources = container["resources"]
         assert "ephemeral-storage" in resources["requests"], container["name"]
         assert "ephemeral-storage" in resources["limits"], container["name"]
-
-
-# The Kubernetes versions we claim: 1.30 (native sidecars on by default since 1.29, the
-# preStop sleep action since 1.30) up to the newest kubernetes-validate ships.
-VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0")
 
 
 @pytest.fixture(scope="module")

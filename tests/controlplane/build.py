@@ -26,7 +26,7 @@ class BuildError(RuntimeError):
 
 
 def kubernetes_version() -> str:
-    """The k8s.io/kubernetes version go.mod requires, e.g. ``v1.36.3``."""
+    """The k8s.io/kubernetes version go.mod requires, e.g. ``v1.37.2``."""
     found = re.search(
         r"^\s*k8s\.io/kubernetes (v\S+)", (GO_MODULE / "go.mod").read_text(), re.MULTILINE
     )
