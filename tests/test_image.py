@@ -162,7 +162,15 @@ def test_runs_as_deployed_against_the_real_control_plane(
     )
     assert document["addresses"] == ["10.244.7.1"]
     assert document["served_by"] == {"pod_name": "web-0", "pod_ip": "10.244.7.1"}
-    assert sorted(p.name for p in pages.iterdir()) == ["index.html", "index.json", "index.txt"]
+    # The three pages; a write in flight shows only as a hidden temp file beside them.
+    wait_until(
+        lambda: (
+            [p.name for p in sorted(pages.iterdir()) if not p.name.startswith(".")]
+            == ["index.html", "index.json", "index.txt"]
+        ),
+        timeout=10,
+        what="the three pages",
+    )
     wait_until(lambda: status(f"http://127.0.0.1:{port}/readyz") == 200, timeout=10)
     stopped = podman("stop", "--time", "10", container_name, timeout=30)
     assert stopped.returncode == 0, stopped.stderr
