@@ -160,6 +160,17 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     """Start everything, wait for a signal or a dead worker, then stop everything."""
     stop = threading.Event()
     _install_signal_handlers(stop)
+    try:
+        return _run(settings, environ, stop)
+    finally:
+        # While the interpreter shuts down, CPython gives signals with a Python handler
+        # their default action back: a second SIGTERM then would end us with 143 instead of
+        # 0. Ignored signals stay ignored, and there is nothing left to stop.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) -> int:
     configure_logging(settings.log_format)
     log.info("start", **_settings_for_log(settings))
     if settings.template_dir is not None and not settings.template_dir.is_dir():
