@@ -51,11 +51,11 @@ def watch_templates(  # noqa: PLR0913 - keyword-only wiring
         try:
             template = load_template(template_dir)
         except TemplateError as exc:
-            health.waiting(WORKER)
             metrics.errors.labels("template").inc()
             log.error("template_invalid", **exc.fields(), keeping=current.origin)
             continue
-        health.waiting(WORKER)
+        finally:
+            health.waiting(WORKER)  # back to waiting for the next change, loaded or not
         if template.source == current.source:
             continue
         current = template
