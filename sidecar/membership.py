@@ -22,6 +22,7 @@ class Member:
     address: str
     pod: str = ""
     node: str = ""
+    zone: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,13 +100,15 @@ def slice_view(obj: Mapping[str, Any]) -> SliceView:
         terminating = conditions.get("terminating") is True
         pod = _pod_name(endpoint.get("targetRef")) or _text(endpoint.get("hostname"))
         node = _text(endpoint.get("nodeName"))
+        # Set by the EndpointSlice controller from the node's topology.kubernetes.io/zone.
+        zone = _text(endpoint.get("zone"))
         for address in _sequence(endpoint.get("addresses")):
             parsed = _sort_key(address) if isinstance(address, str) else None
             if parsed is None:
                 invalid.append(str(address)[:64])
                 continue
             text, key = parsed
-            member = Member(address=text, pod=pod, node=node)
+            member = Member(address=text, pod=pod, node=node, zone=zone)
             endpoints.append(Endpoint(member, key, ready=ready, terminating=terminating))
     return SliceView(name=name, endpoints=tuple(endpoints), invalid_addresses=tuple(invalid))
 

@@ -39,7 +39,12 @@ def _members(value: object) -> tuple[Member, ...]:
     if not isinstance(value, list):
         raise TypeError("members is not a list")
     return tuple(
-        Member(address=_text(m.get("address")), pod=_text(m.get("pod")), node=_text(m.get("node")))
+        Member(
+            address=_text(m.get("address")),
+            pod=_text(m.get("pod")),
+            node=_text(m.get("node")),
+            zone=_text(m.get("zone")),
+        )
         for m in value
         if isinstance(m, dict) and _text(m.get("address"))
     )

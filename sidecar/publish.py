@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sidecar.backoff import Backoff
+from sidecar.etag import DistinctVersions
 from sidecar.history import change_between, with_change
 from sidecar.membership import Membership, membership
-from sidecar.render import PageData, PageTemplate, TemplateError, render_files
+from sidecar.render import PageData, PageTemplate, TemplateError, page_assets, render_files
 from sidecar.write import WriteError, write_files
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ WRITE_BACKOFF_CAP = 4.0
 WORKER = "publish"
 # The folder is full (or at its quota): a smaller page may still fit.
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# The file the live page polls with If-None-Match: each version needs its own ETag.
+POLLED = "index.json"
 
 
 class Publisher:
@@ -73,6 +76,15 @@ class Publisher:
         self._history: tuple[Change, ...] = previous.changes if previous else ()
         if previous is not None:
             health.page_restored()
+        # Written (once) before the first page that links them.
+        self._assets: dict[str, bytes] | None = page_assets()
+        self._versions = DistinctVersions()
+        try:
+            left = (settings.output_dir / POLLED).stat()
+        except OSError:
+            pass  # no earlier page, or a folder the first write will report on
+        else:
+            self._versions.seen(int(left.st_mtime), left.st_size)
 
     def submit(self, snapshot: Snapshot) -> None:
         """Take the newest state (called from the watch thread); older pending state is dropped."""
@@ -172,14 +184,17 @@ class Publisher:
         A folder too small for the full page (a sizeLimit set for fewer pods) would
         otherwise fail every write forever and keep the pod out of the Service.
         """
+        if self._assets is not None:
+            write_files(self._settings.output_dir, self._assets)
+            self._assets = None
         try:
-            return write_files(self._settings.output_dir, render_files(data, template))
+            return self._write_pages(render_files(data, template))
         except WriteError as exc:
             if exc.cause.errno not in _NO_SPACE:
                 raise
             full_failed = exc
         compact = data.compacted()
-        written = write_files(self._settings.output_dir, render_files(compact, template))
+        written = self._write_pages(render_files(compact, template))
         self._metrics.errors.labels("write_compact").inc()
         log.warning(
             "write_compact",
@@ -188,6 +203,13 @@ class Publisher:
             addresses=len(compact.membership.ready),
         )
         return written
+
+    def _write_pages(self, files: dict[str, bytes]) -> list[str]:
+        # One modification time for all three, chosen here so the second that keeps
+        # index.json's ETag distinct is the second nginx will put in it.
+        now_ns = time.time_ns()
+        files[POLLED] = self._versions.distinct(files[POLLED], now_ns // 1_000_000_000)
+        return write_files(self._settings.output_dir, files, mtime_ns=now_ns)
 
     def _written(
         self, current: Membership, state: tuple[object, ...], received_at: float, written: list[str]

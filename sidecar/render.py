@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 TEMPLATE_NAME = "index.html.j2"
 OUTPUT_NAMES = ("index.json", "index.txt", "index.html")
+# Served beside the pages: the packaged page's style and script. Files, not inline, so
+# nginx's Content-Security-Policy can allow 'self' and nothing inline.
+ASSET_NAMES = ("page.css", "page.js")
 # What one render of a (possibly hostile) ConfigMap template may cost (seconds of CPU).
 # The packaged page at 10,000 IPv6 members is ~1.0 MB and takes ~20 ms; these bounds leave
 # room for rich pages while keeping the emptyDir (16 Mi) and the publisher thread safe from
@@ -97,7 +100,7 @@ def _timestamp(moment: dt.datetime) -> str:
 
 
 def _members(members: tuple[Member, ...]) -> list[dict[str, str]]:
-    return [{"address": m.address, "pod": m.pod, "node": m.node} for m in members]
+    return [{"address": m.address, "pod": m.pod, "node": m.node, "zone": m.zone} for m in members]
 
 
 def _scalars(data: PageData) -> dict[str, Any]:
@@ -248,8 +251,8 @@ def _line_in(exc: BaseException, filename: str) -> int | None:
 def _sample_data() -> PageData:
     """Data that walks every loop of a template, so an undefined name fails at load, not later."""
     moment = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-    member = Member(address="192.0.2.1", pod="pod-a", node="node-a")
-    other = Member(address="2001:db8::1", pod="pod-b", node="node-b")
+    member = Member(address="192.0.2.1", pod="pod-a", node="node-a", zone="zone-a")
+    other = Member(address="2001:db8::1", pod="pod-b", node="node-b", zone="zone-b")
     return PageData(
         service="sample",
         namespace="sample",
@@ -289,6 +292,12 @@ def packaged_template() -> PageTemplate:
     """The page that ships with the sidecar."""
     resource = resources.files("sidecar") / "templates" / TEMPLATE_NAME
     return compile_template(resource.read_text(encoding="utf-8"), f"<packaged>/{TEMPLATE_NAME}")
+
+
+def page_assets() -> dict[str, bytes]:
+    """The static files the packaged page links, by file name."""
+    folder = resources.files("sidecar") / "static"
+    return {name: (folder / name).read_bytes() for name in ASSET_NAMES}
 
 
 def load_template(template_dir: Path | None) -> PageTemplate:

@@ -48,11 +48,12 @@ def _unchanged(path: Path, data: bytes) -> bool:
         return False
 
 
-def write_atomic(path: Path, data: bytes) -> bool:
+def write_atomic(path: Path, data: bytes, *, mtime_ns: int | None = None) -> bool:
     """Replace path with data unless it already holds exactly that; True when written.
 
     No fsync: the folder is an emptyDir that does not outlive the pod, and the rename alone
-    is what makes the swap atomic for readers.
+    is what makes the swap atomic for readers. ``mtime_ns`` sets the modification time
+    (nginx's Last-Modified and half its ETag) to the moment the caller chose.
     """
     if _unchanged(path, data):
         return False
@@ -65,6 +66,8 @@ def write_atomic(path: Path, data: bytes) -> bool:
                 view = view[os.write(fd, view) :]
             # umask may have narrowed the mode given to open
             os.fchmod(fd, FILE_MODE)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
             os.close(fd)
         temp.replace(path)
@@ -75,6 +78,12 @@ def write_atomic(path: Path, data: bytes) -> bool:
     return True
 
 
-def write_files(directory: Path, files: Mapping[str, bytes]) -> list[str]:
+def write_files(
+    directory: Path, files: Mapping[str, bytes], *, mtime_ns: int | None = None
+) -> list[str]:
     """Write each file atomically, in the order given; the names of those that changed."""
-    return [name for name, data in files.items() if write_atomic(directory / name, data)]
+    return [
+        name
+        for name, data in files.items()
+        if write_atomic(directory / name, data, mtime_ns=mtime_ns)
+    ]

@@ -11,6 +11,7 @@ from controlplane.build import BuildError, build
 from controlplane.cluster import ControlPlane
 from controlplane.sidecars import PlaneSidecars
 from kubestub import ApiStandIn
+from localcluster import LocalCluster
 from ports import free_port
 from sidecar_process import SidecarProcess, write_kubeconfig
 
@@ -25,6 +26,14 @@ def api() -> Iterator[ApiStandIn]:
     stand_in = ApiStandIn(bookmark_interval=0.5).start()
     yield stand_in
     stand_in.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A local cluster (stand-in, load balancer, pods) in the test's folder; all stopped after."""
+    local = LocalCluster(tmp_path / "cluster", lb_port=free_port()).start()
+    yield local
+    local.stop()
 
 
 @pytest.fixture

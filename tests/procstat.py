@@ -25,3 +25,23 @@ def cpu_seconds(pid: int) -> float:
         with contextlib.suppress(FileNotFoundError):
             total += int((task / "schedstat").read_text().split()[0])
     return total / 1e9
+
+
+def processes_using(folder: Path) -> list[int]:
+    """Pids of the live processes that name folder on their command line or hold a file in it
+    open (nginx workers and sidecars write their logs there; neither names it in argv).
+    """
+    prefix = str(folder)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            # A zombie has exited; only its parent's wait is missing.
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace")
+            files = [str(fd.readlink()) for fd in (entry / "fd").iterdir()]
+            if prefix in argv or any(f.startswith(prefix) for f in files):
+                found.append(int(entry.name))
+    return found

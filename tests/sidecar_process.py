@@ -11,11 +11,16 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+from page_html import shows_exactly
 from polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+# What a sidecar's folder holds once it has written a page (sorted): the three pages and
+# the packaged page's style and script.
+PAGE_FILES = ["index.html", "index.json", "index.txt", "page.css", "page.js"]
 
 
 def write_kubeconfig(
@@ -212,11 +217,13 @@ class SidecarProcess:
         )
 
     def wait_page(self, expected: list[str], *, timeout: float = 10.0) -> None:
-        """Wait until all three files show exactly these addresses (the HTML: each of them)."""
+        """Wait until all three files list exactly these addresses as ready (a template of
+        the user's own: until its page names each of them).
+        """
         self.wait_addresses(expected, timeout=timeout)
         lines = "".join(f"{address}\n" for address in expected)
         self.wait_file("index.txt", lambda text: text == lines, timeout=timeout)
-        self.wait_file("index.html", lambda html: all(a in html for a in expected), timeout=timeout)
+        self.wait_file("index.html", lambda html: shows_exactly(html, expected), timeout=timeout)
 
     def signal(self, signum: int) -> None:
         """Send a signal to the child."""

@@ -9,20 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from localcluster import LocalCluster
-from ports import free_port
-
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    """A local cluster in the test's folder; every process stopped afterwards."""
-    local = LocalCluster(tmp_path / "cluster", lb_port=free_port()).start()
-    yield local
-    local.stop()
+    from localcluster import LocalCluster
 
 
 def through_lb(cluster: LocalCluster, requests: int) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ from kubelet_volume import write_volume
 from kubestub import ApiStandIn, endpoint, endpoint_slice, endpoints_object
 from polling import wait_until
 from ports import free_port
-from sidecar_process import SidecarProcess, write_kubeconfig
+from sidecar_process import PAGE_FILES, SidecarProcess, write_kubeconfig
 
 Start = Callable[..., SidecarProcess]
 
@@ -479,12 +479,7 @@ def test_full_disk_keeps_the_old_page_and_retries(
     wait_until(lambda: sidecar.events("write_failed"), timeout=10, what="a failed write")
     assert sidecar.events("write_failed")[0]["errno"] == 28
     assert sidecar.addresses() == ["10.0.0.1"]
-    assert sorted(p.name for p in inside.iterdir()) == [
-        "filler",
-        "index.html",
-        "index.json",
-        "index.txt",
-    ]
+    assert sorted(p.name for p in inside.iterdir()) == ["filler", *PAGE_FILES]
     wait_until(lambda: sidecar.probe("/readyz") == 503, timeout=5, what="not ready")
     filler.unlink()
     wait_until(lambda: len(sidecar.addresses() or []) == 199, timeout=40, what="the retried write")
@@ -521,7 +516,7 @@ def test_stale_temps_removed_at_start(
     out.mkdir()
     (out / ".podlister-index.html.0badc0de.tmp").write_text("half a page")
     started_with(api, start_sidecar, "10.0.0.1", output_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "index.json", "index.txt"]
+    assert sorted(p.name for p in out.iterdir()) == PAGE_FILES
 
 
 def test_sigterm_during_a_burst(api: ApiStandIn, start_sidecar: Start) -> None:
@@ -548,11 +543,7 @@ def test_sigterm_during_a_burst(api: ApiStandIn, start_sidecar: Start) -> None:
     finally:
         stop.set()
         churner.join(timeout=10)
-    assert sorted(p.name for p in sidecar.output_dir.iterdir()) == [
-        "index.html",
-        "index.json",
-        "index.txt",
-    ]
+    assert sorted(p.name for p in sidecar.output_dir.iterdir()) == PAGE_FILES
     document = json.loads((sidecar.output_dir / "index.json").read_text())
     text = (sidecar.output_dir / "index.txt").read_text().splitlines()
     assert text == document["addresses"]
@@ -698,14 +689,14 @@ def test_page_returns_when_the_content_fits_again(
 def test_a_page_too_big_for_the_folder_is_written_compact(
     api: ApiStandIn, start_sidecar: Start, tmp_path: Path
 ) -> None:
-    """2,000 endpoints with long pod and node names do not fit a 256 KiB folder in full: the
+    """2,000 endpoints with long pod and node names do not fit a 320 KiB folder in full: the
     compact page is written instead (every address, no pod/node detail, no history,
     "compact": true), so the pod stays ready with a complete list. Back to a size that fits,
     the full page returns.
     """
     out = tmp_path / "out-tight"
     out.mkdir()
-    sidecar = start_sidecar(output_dir=out, command_prefix=in_private_tmpfs(out, size="256k"))
+    sidecar = start_sidecar(output_dir=out, command_prefix=in_private_tmpfs(out, size="320k"))
     sidecar.output_dir = Path(f"/proc/{sidecar.pid}/root") / str(out).lstrip("/")
     many = [f"10.{i // 250}.{i % 250}.1" for i in range(2000)]
     api.apply(
@@ -722,7 +713,7 @@ def test_a_page_too_big_for_the_folder_is_written_compact(
     sidecar.wait_page(expected, timeout=20)
     document = json.loads(sidecar.wait_file("index.json", bool))
     assert document["compact"] is True
-    assert document["members"][0] == {"address": "10.0.0.1", "pod": "", "node": ""}
+    assert document["members"][0] == {"address": "10.0.0.1", "pod": "", "node": "", "zone": ""}
     assert sidecar.events("write_compact")
     assert sidecar.probe("/readyz") == 200
     api.apply(slice_of("web-a", "10.0.0.1", "10.0.0.2"))

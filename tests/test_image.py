@@ -19,6 +19,7 @@ from image.build import PODMAN, RUN_FLAGS, ImageBuildError, build_base, build_im
 from kubelet_volume import write_volume
 from polling import wait_until
 from ports import free_port
+from sidecar_process import PAGE_FILES
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -162,14 +163,13 @@ def test_runs_as_deployed_against_the_real_control_plane(
     )
     assert document["addresses"] == ["10.244.7.1"]
     assert document["served_by"] == {"pod_name": "web-0", "pod_ip": "10.244.7.1"}
-    # The three pages; a write in flight shows only as a hidden temp file beside them.
+    # The pages and assets; a write in flight shows only as a hidden temp file beside them.
     wait_until(
         lambda: (
-            [p.name for p in sorted(pages.iterdir()) if not p.name.startswith(".")]
-            == ["index.html", "index.json", "index.txt"]
+            [p.name for p in sorted(pages.iterdir()) if not p.name.startswith(".")] == PAGE_FILES
         ),
         timeout=10,
-        what="the three pages",
+        what="the pages and assets",
     )
     wait_until(lambda: status(f"http://127.0.0.1:{port}/readyz") == 200, timeout=10)
     stopped = podman("stop", "--time", "10", container_name, timeout=30)

@@ -9,14 +9,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from kubestub import ApiStandIn, endpoint, endpoint_slice
 from nginx_runner import NginxPod
 from sidecar.membership import Member, Membership
-from sidecar.render import PageData, packaged_template, render_files
+from sidecar.render import PageData, packaged_template, page_assets, render_files
 from sidecar.write import write_files
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
+
+    from sidecar_process import SidecarProcess
 
 ADDRESS = "127.0.1.250"
 
@@ -37,11 +40,17 @@ def write_pages(pod: NginxPod, *addresses: str) -> None:
         generated_at=dt.datetime.now(dt.UTC),
         pod_ip=ADDRESS,
     )
+    write_files(pod.html, page_assets())
     write_files(pod.html, render_files(data, packaged_template()))
 
 
-def get(pod: NginxPod, path: str, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(pod.url + path, headers={"Accept": accept} if accept else {})  # noqa: S310
+def get(
+    pod: NginxPod, path: str, accept: str | None = None, *, if_none_match: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Accept": accept} if accept else {}
+    if if_none_match:
+        headers["If-None-Match"] = if_none_match
+    request = urllib.request.Request(pod.url + path, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             return response.status, dict(response.headers), response.read()
@@ -86,6 +95,25 @@ def test_headers(pod: NginxPod) -> None:
         assert headers["X-Pod-IP"] == ADDRESS, path
         assert headers["X-Served-By"], path
         assert "nginx/" not in headers.get("Server", ""), "version must not leak"
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        csp = headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp, path
+        assert "'unsafe-inline'" not in csp, path
+
+
+def test_the_pages_assets_are_served_with_their_types(pod: NginxPod) -> None:
+    """page.css and page.js, which the packaged page links, come as text/css and JavaScript
+    (nosniff makes the browser refuse anything else).
+    """
+    write_pages(pod, "10.0.0.1")
+    html = get(pod, "/index.html")[2]
+    for name, kind in (("page.css", "text/css"), ("page.js", "text/javascript")):
+        assert f'"{name}"'.encode() in html
+        status, headers, body = get(pod, f"/{name}")
+        assert status == 200, name
+        assert headers["Content-Type"].startswith(kind), name
+        assert body == (pod.html / name).read_bytes()
+    assert get(pod, "/page.map")[0] == 404
 
 
 def test_temp_files_and_unknown_paths_are_not_served(pod: NginxPod) -> None:
@@ -102,3 +130,37 @@ def test_pages_replaced_while_serving(pod: NginxPod) -> None:
     assert get(pod, "/")[2] == b"10.0.0.1\n"
     write_pages(pod, "10.0.0.9")
     assert get(pod, "/")[2] == b"10.0.0.9\n"
+
+
+@pytest.mark.timeout(120)
+def test_each_version_of_index_json_has_its_own_etag(
+    api: ApiStandIn, start_sidecar: Callable[..., SidecarProcess], pod: NginxPod
+) -> None:
+    """Nginx's ETag is mtime second + size: a sidecar flipping between two lists of one
+    length several times a second still gives each version its own ETag, so a page holding
+    the old one gets the new list (200), and one holding the current one gets 304.
+    """
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.2")]))
+    sidecar = start_sidecar(output_dir=pod.html)
+    sidecar.wait_page(["10.0.0.2"])
+    seen: dict[str, tuple[str, str]] = {}  # ETag -> (Last-Modified, address)
+    same_second = 0
+    for flip in range(40):
+        address = f"10.0.0.{3 if flip % 2 == 0 else 2}"
+        api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint(address)]))
+        sidecar.wait_page([address])
+        _, headers, body = get(pod, "/index.json")
+        assert json.loads(body)["addresses"] == [address]
+        etag, modified = headers["ETag"], headers["Last-Modified"]
+        assert etag not in seen, f"ETag {etag} reused: {seen[etag]} then {(modified, address)}"
+        same_second += any(m == modified for m, _ in seen.values())
+        seen[etag] = (modified, address)
+        if same_second >= 5:
+            break
+    assert same_second >= 5, "versions within one second are what this test is about"
+    old = next(iter(seen))
+    status, _, body = get(pod, "/index.json", if_none_match=old)
+    assert status == 200
+    assert json.loads(body)["addresses"] == [address]
+    assert get(pod, "/index.json", if_none_match=etag)[0] == 304
+    assert get(pod, "/index.json", if_none_match=f"{old}, {etag}")[0] == 304

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
+from page_html import listed
 from polling import wait_until
 from ports import free_port
-from sidecar_process import SidecarProcess, run_to_exit, write_kubeconfig
+from sidecar_process import PAGE_FILES, SidecarProcess, run_to_exit, write_kubeconfig
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -46,7 +47,7 @@ def test_first_page_then_follows_changes(api: ApiStandIn, start_sidecar: Start) 
     api.delete("endpointslices", "web-b")
     sidecar.wait_addresses(["10.0.0.2"])
     sidecar.wait_file("index.txt", lambda text: text == "10.0.0.2\n")
-    sidecar.wait_file("index.html", lambda html: "10.0.0.2" in html and "10.0.0.3" not in html)
+    sidecar.wait_file("index.html", lambda html: listed(html) == ["10.0.0.2"])
     assert len(api.requests_for("list")) == 1
 
 
@@ -81,7 +82,9 @@ def test_pod_identity_on_the_page(api: ApiStandIn, start_sidecar: Start) -> None
     sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
     document = json.loads((sidecar.output_dir / "index.json").read_text())
     assert document["served_by"] == {"pod_name": "web-7", "pod_ip": "10.0.0.2"}
-    sidecar.wait_file("index.html", lambda html: 'aria-current="true">10.0.0.2' in html)
+    sidecar.wait_file(
+        "index.html", lambda html: 'aria-current="true"><code>10.0.0.2</code>' in html
+    )
 
 
 def test_burst_is_coalesced(api: ApiStandIn, start_sidecar: Start) -> None:
@@ -143,11 +146,7 @@ def test_sigterm_exits_zero_quickly_without_partial_files(
     sidecar.signal(signal.SIGTERM)
     assert sidecar.wait_exit(timeout=5) == 0
     assert time.monotonic() - sent < 2.0
-    assert sorted(p.name for p in sidecar.output_dir.iterdir()) == [
-        "index.html",
-        "index.json",
-        "index.txt",
-    ]
+    assert sorted(p.name for p in sidecar.output_dir.iterdir()) == PAGE_FILES
     assert sidecar.events("stop")
 
 

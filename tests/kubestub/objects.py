@@ -14,6 +14,7 @@ def endpoint(
     pod: str | None = None,
     node: str | None = None,
     hostname: str | None = None,
+    zone: str | None = None,
 ) -> dict[str, Any]:
     """One entry of an EndpointSlice's ``endpoints``; None leaves a condition out."""
     given = (("ready", ready), ("serving", serving), ("terminating", terminating))
@@ -25,6 +26,8 @@ def endpoint(
         entry["nodeName"] = node
     if hostname is not None:
         entry["hostname"] = hostname
+    if zone is not None:
+        entry["zone"] = zone
     return entry
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,13 +53,24 @@ class Pod:
         return self.nginx.url
 
 
+class ClusterClosingError(Exception):
+    """stop() was called while pods were being added or removed."""
+
+
 class LocalCluster:
     """The stand-in, the load balancer and the pods, all stopped by stop()."""
 
     def __init__(self, root: Path | None = None, *, lb_port: int = 18080) -> None:
-        """Create the folders; start() brings up the API and the load balancer."""
+        """Create the folders; start() brings up the API and the load balancer.
+
+        Without a root, a temporary folder is made, and stop() removes it.
+        """
+        self.owns_root = root is None
         self.root = root or Path(tempfile.mkdtemp(prefix="podlister-cluster-"))
         self.root.mkdir(parents=True, exist_ok=True)
+        # Set by stop(): a scale in progress (in another thread) gives up between pods.
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
         self.api = ApiStandIn(host="127.0.0.1", bookmark_interval=30)
         self.lb = LoadBalancer(self.root / "lb", f"127.0.0.1:{lb_port}")
         self.pods: dict[int, Pod] = {}
@@ -74,12 +86,17 @@ class LocalCluster:
         return self
 
     def stop(self) -> None:
-        """Stop every process this cluster started."""
-        for pod in list(self.pods.values()):
+        """Stop every process this cluster started; remove the folder if it made it."""
+        self.closing.set()
+        with self._lock:  # a pod being added is in self.pods before its processes start
+            pods = list(self.pods.values())
+        for pod in pods:
             pod.nginx.stop(graceful=False)
             pod.sidecar.stop()
         self.lb.stop()
         self.api.stop()
+        if self.owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # ---- the EndpointSlice controller ----------------------------------------------------
 
@@ -97,6 +114,8 @@ class LocalCluster:
                     terminating=p.state == "terminating",
                     pod=p.name,
                     node="local",
+                    # Two zones, as a regional cluster spreads pods (topologySpreadConstraints).
+                    zone=f"local-{'ab'[p.index % 2]}",
                 )
                 for p in chunk
             ]
@@ -134,11 +153,17 @@ class LocalCluster:
             extra_env={"PODLISTER_POD_IP": ip, "PODLISTER_POD_NAME": f"podlister-{index}"},
         )
         pod = Pod(index=index, folder=folder, sidecar=sidecar, nginx=nginx)
-        self.pods[index] = pod
-        sidecar.start()
+        with self._lock:
+            if self.closing.is_set():
+                raise ClusterClosingError("the cluster is stopping")
+            self.pods[index] = pod
+            sidecar.start()
         # startupProbe of the native sidecar: nginx waits for the first page.
         wait_until(lambda: sidecar.probe("/readyz") == 200, timeout=30, what=f"{ip} sidecar ready")
-        nginx.start()
+        with self._lock:
+            if self.closing.is_set():
+                raise ClusterClosingError("the cluster is stopping")
+            nginx.start()
         wait_until(lambda: nginx.status("/readyz") == 200, timeout=10, what=f"{ip} nginx ready")
         pod.state = "ready"
         self.ready_at[ip] = time.monotonic()
@@ -175,6 +200,8 @@ class LocalCluster:
         while len(self.pods) < replicas:
             self.add_pod()
         while len(self.pods) > replicas:
+            if self.closing.is_set():
+                raise ClusterClosingError("the cluster is stopping")
             self.remove_pod(self.pods[max(self.pods)])
 
     # ---- what the pages say ------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Debian's Chromium, driven by Playwright for Python: no browser download, nothing external.
+
+Playwright only brings its driver; the browser is the distribution's (`apt-get install
+chromium`, done by .ci/run). The flags keep Chromium from reaching for Google's hosts,
+which this machine's closed network refuses many times a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Playwright
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # the tests run as root, where Chromium's sandbox refuses to start
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+]
+INSTALL_HINT = "Chromium is missing: apt-get install chromium (the browser tests drive it)"
+# Screenshots land here (the README shows one copied into docs/).
+SCREENSHOT_DIR = Path(
+    os.environ.get("PODLISTER_SCREENSHOT_DIR", Path(__file__).parent.parent / "build/screenshots")
+)
+WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
+SCHEMES: tuple[Literal["light"], Literal["dark"]] = ("light", "dark")
+
+
+def chromium_path() -> str:
+    """The distribution's Chromium; a clear error, not a skip, when it is not installed."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        raise FileNotFoundError(INSTALL_HINT)
+    return found
+
+
+def launch(playwright: Playwright) -> Browser:
+    """Headless Chromium with the flags this machine needs."""
+    return playwright.chromium.launch(
+        executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True
+    )
+
+
+_SCRIPTS = Path(__file__).parent / "js"
+
+
+def page_probes() -> str:
+    """Init script: counts fetches, records CSP violations and highlighted rows (js/probes.js)."""
+    return (_SCRIPTS / "probes.js").read_text(encoding="utf-8")
+
+
+def low_contrast_script() -> str:
+    """A function returning the texts under WCAG AA contrast (js/low-contrast.js)."""
+    text = (_SCRIPTS / "low-contrast.js").read_text(encoding="utf-8")
+    # Without its comment header, so that Playwright sees a function to call.
+    return "\n".join(line for line in text.splitlines() if not line.startswith("//"))
