@@ -51,11 +51,12 @@ class Membership:
     ready: tuple[Member, ...] = ()
     terminating: tuple[Member, ...] = ()
     not_ready: tuple[Member, ...] = ()
+    addresses: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    """The ready addresses, the list the page is about (computed once: it is read often)."""
 
-    @property
-    def addresses(self) -> tuple[str, ...]:
-        """The ready addresses, the list the page is about."""
-        return tuple(member.address for member in self.ready)
+    def __post_init__(self) -> None:
+        """Derive the addresses from the ready members."""
+        object.__setattr__(self, "addresses", tuple(member.address for member in self.ready))
 
 
 def _sort_key(address: str) -> tuple[str, SortKey] | None:

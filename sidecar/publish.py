@@ -12,6 +12,7 @@ import structlog
 
 from sidecar.backoff import Backoff
 from sidecar.etag import DistinctVersions
+from sidecar.fragments import Fragments
 from sidecar.history import change_between, with_change
 from sidecar.membership import Membership, membership
 from sidecar.render import PageData, PageTemplate, TemplateError, page_assets, render_files
@@ -79,6 +80,8 @@ class Publisher:
         # Written (once) before the first page that links them.
         self._assets: dict[str, bytes] | None = page_assets()
         self._versions = DistinctVersions()
+        # Each member's row and JSON object from the last render: a change re-renders one.
+        self._fragments = Fragments()
         try:
             left = (settings.output_dir / POLLED).stat()
         except OSError:
@@ -188,13 +191,13 @@ class Publisher:
             write_files(self._settings.output_dir, self._assets)
             self._assets = None
         try:
-            return self._write_pages(render_files(data, template))
+            return self._write_pages(render_files(data, template, self._fragments))
         except WriteError as exc:
             if exc.cause.errno not in _NO_SPACE:
                 raise
             full_failed = exc
         compact = data.compacted()
-        written = self._write_pages(render_files(compact, template))
+        written = self._write_pages(render_files(compact, template, self._fragments))
         self._metrics.errors.labels("write_compact").inc()
         log.warning(
             "write_compact",

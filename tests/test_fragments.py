@@ -1,0 +1,127 @@
+"""The incremental renderer: cached per-member pieces give exactly the full render's bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import random
+from pathlib import Path
+
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from sidecar.fragments import Fragments
+from sidecar.history import Change
+from sidecar.membership import Member, Membership
+from sidecar.render import PageData, compile_template, packaged_template, page_context, render_files
+
+# The Jinja markup member_rows replaced (what the packaged template's loop rendered before):
+# the Python rows must stay byte-equal to it, escaping included.
+REFERENCE_ROWS = Path(__file__).with_name("reference_rows.j2")
+# Names as hostile as an API response can make them.
+NAMES = ["", "web-0", "a<b>", 'q"uote', "amp&amp;", "it's", "ünï", "zone/1", "{{ x }}", "\u2028"]
+
+
+def random_member(rng: random.Random, index: int) -> Member:
+    return Member(
+        address=f"10.{index // 250 % 250}.{index % 250}.{rng.randint(1, 9)}"
+        if rng.random() < 0.8
+        else f"fd00::{index:x}",
+        pod=rng.choice(NAMES) + str(rng.randint(0, 3)) if rng.random() < 0.9 else "",
+        node=rng.choice(NAMES),
+        zone=rng.choice(NAMES),
+    )
+
+
+def random_data(rng: random.Random, ready: list[Member], others: list[Member]) -> PageData:
+    moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=rng.randint(0, 10**6))
+    cut = rng.randint(0, len(others))
+    return PageData(
+        service="web",
+        namespace="default",
+        membership=Membership(
+            ready=tuple(ready), terminating=tuple(others[:cut]), not_ready=tuple(others[cut:])
+        ),
+        generated_at=moment,
+        pod_name=rng.choice(NAMES),
+        pod_ip=rng.choice([m.address for m in ready] or [""]),
+        changes=(
+            Change(at=moment, added=("10.0.0.1",), removed=(), added_count=3, removed_count=0),
+        )
+        * rng.randint(0, 2),
+        stale_since=moment if rng.random() < 0.2 else None,
+        compact=rng.random() < 0.1,
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_incremental_render_equals_full_render(seed: int) -> None:
+    """Over 150 random changes (pods added, removed, renamed, moved between lists, the serving
+    pod switched), the renderer that keeps its pieces gives the same three files as one that
+    starts afresh, and index.json is exactly json.dumps of the documented document.
+    """
+    rng = random.Random(seed)
+    template = packaged_template()
+    kept = Fragments()
+    ready = [random_member(rng, i) for i in range(60)]
+    others = [random_member(rng, 1000 + i) for i in range(5)]
+    for step in range(150):
+        op = rng.randrange(5)
+        if op == 0 and ready:
+            ready.pop(rng.randrange(len(ready)))
+        elif op == 1:
+            ready.insert(rng.randrange(len(ready) + 1), random_member(rng, 2000 + step))
+        elif op == 2 and ready:
+            i = rng.randrange(len(ready))
+            ready[i] = dataclasses.replace(ready[i], pod=rng.choice(NAMES))
+        elif op == 3 and ready:
+            others.append(ready.pop(rng.randrange(len(ready))))
+        elif others:
+            ready.append(others.pop(rng.randrange(len(others))))
+        data = random_data(rng, ready, others)
+        incremental = render_files(data, template, kept)
+        assert incremental == render_files(data, template, Fragments()), step
+        expected = json.dumps(page_context(data), ensure_ascii=False) + "\n"
+        assert incremental["index.json"].decode() == expected, step
+
+
+def test_rows_equal_the_jinja_markup_they_replace() -> None:
+    """member_rows gives, byte for byte, what the Jinja loop gave, hostile names included."""
+    rng = random.Random(7)
+    members = tuple(random_member(rng, i) for i in range(300))
+    environment = ImmutableSandboxedEnvironment(autoescape=True)
+    reference = environment.from_string(REFERENCE_ROWS.read_text(encoding="utf-8").rstrip("\n"))
+    for self_ip in ("", members[0].address, members[150].address):
+        assert str(Fragments().rows(members, self_ip)) == reference.render(
+            items=members, self_ip=self_ip
+        )
+
+
+def test_only_the_pieces_of_the_last_render_are_kept() -> None:
+    """Pieces of members that left are dropped: the cache follows the page, never grows."""
+    rng = random.Random(3)
+    template = packaged_template()
+    kept = Fragments()
+    first = [random_member(rng, i) for i in range(200)]
+    render_files(random_data(rng, first, []), template, kept)
+    second = [random_member(rng, 5000 + i) for i in range(10)]
+    data = dataclasses.replace(random_data(rng, second, []), compact=False)
+    render_files(data, template, kept)
+    # A row (or two: self and not), a JSON object and an address per member.
+    assert len(kept) <= 4 * len(second)
+
+
+def test_a_user_template_may_use_member_rows() -> None:
+    """member_rows is a template helper like any variable: escaped rows, marked self."""
+    page = compile_template("<ol>{{ member_rows(members) }}</ol>", "/t/index.html.j2")
+    data = PageData(
+        service="web",
+        namespace="default",
+        membership=Membership(ready=(Member("10.0.0.1", pod="<b>"),)),
+        generated_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        pod_ip="10.0.0.1",
+    )
+    html = render_files(data, page)["index.html"].decode()
+    assert html.startswith('<ol>\n<li class="self" aria-current="true"><code>10.0.0.1</code>')
+    assert "<span>&lt;b&gt;</span>" in html
