@@ -13,3 +13,11 @@ def summary(samples: list[float], unit: float = 1000.0) -> str:
         f"p50 {statistics.median(ordered) * unit:8.2f}  p99 {p99 * unit:8.2f}  "
         f"max {ordered[-1] * unit:8.2f}  (n={len(ordered)})"
     )
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The sample at that fraction of the sorted samples (nearest rank), as summary() picks it."""
+    ordered = sorted(samples)
+    if fraction == 0.5:
+        return statistics.median(ordered)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]

@@ -199,6 +199,13 @@ class ControlPlane:
     def _daemon(self, name: str) -> _Daemon:
         return next(daemon for daemon in self._daemons if daemon.name == name)
 
+    def pid(self, name: str) -> int:
+        """The pid of one of the processes (etcd, kube-apiserver, kube-controller-manager)."""
+        process = self._daemon(name).process
+        if process is None:
+            raise RuntimeError(f"{name} is not running")
+        return process.pid
+
     def check_alive(self) -> None:
         """Raise with the log's tail if any of the processes has died."""
         for daemon in self._daemons:
