@@ -163,11 +163,12 @@ def _document(data: PageData, scalars: dict[str, Any], fragments: Fragments) -> 
 
     No indent: json.dumps then uses its C encoder for the scalar part too.
     """
+    members, addresses = fragments.members_json(data.membership.ready)
     lists = {
-        "addresses": fragments.addresses_json(scalars["addresses"]),
-        "members": fragments.members_json(data.membership.ready),
-        "terminating": fragments.members_json(data.membership.terminating),
-        "not_ready": fragments.members_json(data.membership.not_ready),
+        "addresses": addresses,
+        "members": members,
+        "terminating": fragments.members_json(data.membership.terminating)[0],
+        "not_ready": fragments.members_json(data.membership.not_ready)[0],
     }
     parts = []
     for key in (*scalars, "members", "terminating", "not_ready"):

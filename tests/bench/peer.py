@@ -255,10 +255,10 @@ def rows(figures: dict[str, Any]) -> Iterator[tuple[str, float, float]]:
 
 def report(where: str, total: int, figures: dict[str, Any]) -> None:
     for label, ours, theirs in rows(figures):
-        ratio = ours / theirs if theirs else float("inf")
+        ratio = f"{ours / theirs:6.2f}" if theirs else "     -"
         print(
             f"{where:<13} {total:>6}  {label:<26} sidecar {ours:9.2f}  peer {theirs:9.2f}"
-            f"  ratio {ratio:6.2f}",
+            f"  ratio {ratio}",
             flush=True,
         )
 
