@@ -19,7 +19,7 @@ from bench.sidecar import SHM, wait_change
 from bench.stats import summary
 from controlplane import kubelet
 from controlplane.cluster import ControlPlane
-from controlplane.objects import bare_pod, install_base_service
+from controlplane.objects import install_base_service
 from ports import free_port
 from sidecar_process import SidecarProcess
 
@@ -29,12 +29,9 @@ NAMESPACE = "bench"
 def run(plane: ControlPlane, root: Path, pods: int, changes: int) -> None:
     """Start N ready pods and a sidecar, then time isolated readiness flips."""
     install_base_service(plane, NAMESPACE)
-    kubelet.register_node(plane.rest)
     ips = {f"web-{i}": f"10.244.2.{i}" for i in range(1, pods + 1)}
     for name, ip in ips.items():
-        plane.rest.post(f"/api/v1/namespaces/{NAMESPACE}/pods", bare_pod(name))
-        kubelet.bind(plane.rest, NAMESPACE, name)
-        kubelet.report(plane.rest, NAMESPACE, name, ip=ip, ready=True)
+        kubelet.run_ready_pod(plane.rest, NAMESPACE, name, ip)
     out = root / "out"
     out.mkdir()
     sidecar = SidecarProcess(

@@ -22,7 +22,7 @@ from bench.sidecar import SHM
 from bench.stats import percentile
 from controlplane import kubelet
 from controlplane.cluster import ControlPlane
-from controlplane.objects import bare_pod, install_base_service
+from controlplane.objects import install_base_service
 from controlplane.sidecars import PlaneSidecars
 from procstat import cpu_seconds, rss_kib
 
@@ -42,12 +42,9 @@ def run(plane: ControlPlane, root: Path, replicas: int, changes: int, idle_rate:
     """Start N sidecars, flip one pod's readiness, time until all N have written it."""
     namespace = f"fanout-{replicas}"
     install_base_service(plane, namespace)
-    kubelet.register_node(plane.rest)
     ips = {f"web-{i}": f"10.245.{replicas}.{i}" for i in range(1, PODS + 1)}
     for name, ip in ips.items():
-        plane.rest.post(f"/api/v1/namespaces/{namespace}/pods", bare_pod(name))
-        kubelet.bind(plane.rest, namespace, name)
-        kubelet.report(plane.rest, namespace, name, ip=ip, ready=True)
+        kubelet.run_ready_pod(plane.rest, namespace, name, ip)
     kubeconfig = plane.kubeconfig_for(root / f"{namespace}.kubeconfig", namespace, "podlister")
     sidecars = PlaneSidecars(root / namespace)
     (root / namespace).mkdir()
