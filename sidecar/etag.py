@@ -23,9 +23,13 @@ class DistinctVersions:
 
     def seen(self, second: int, size: int) -> None:
         """Record a version that exists already (the file an earlier run left)."""
+        self._in(second).add(size)
+
+    def _in(self, second: int) -> set[int]:
+        """The sizes given out in that second (a new second starts with none)."""
         if second != self.second:
             self.second, self.sizes = second, set()
-        self.sizes.add(size)
+        return self.sizes
 
     def distinct(self, data: bytes, second: int) -> bytes:
         """Data padded, if needed, to a size no other version of this second has.
@@ -34,12 +38,11 @@ class DistinctVersions:
         Seconds only move forward here: after a clock step back the set starts afresh,
         which can reuse an ETag of that earlier second only if the sizes match too.
         """
-        if second != self.second:
-            self.second, self.sizes = second, set()
+        sizes = self._in(second)
         padding = 0
-        while len(data) + padding in self.sizes:
+        while len(data) + padding in sizes:
             padding += 1
-        self.sizes.add(len(data) + padding)
+        sizes.add(len(data) + padding)
         if not padding:
             return data
         return data[:-1] + b" " * padding + data[-1:]

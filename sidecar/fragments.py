@@ -49,12 +49,14 @@ def member_row(member: Member, *, is_self: bool) -> str:
     return f"\n<li{attributes}><code>{escape(member.address)}</code>{meta}{badge}</li>"
 
 
+def member_fields(member: Member) -> dict[str, str]:
+    """One member as index.json holds it."""
+    return {"address": member.address, "pod": member.pod, "node": member.node, "zone": member.zone}
+
+
 def member_json(member: Member) -> str:
     """One member as index.json holds it, encoded as json.dumps would."""
-    return json.dumps(
-        {"address": member.address, "pod": member.pod, "node": member.node, "zone": member.zone},
-        ensure_ascii=False,
-    )
+    return json.dumps(member_fields(member), ensure_ascii=False)
 
 
 class Fragments:

@@ -15,7 +15,7 @@ import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from sidecar.fragments import Fragments
+from sidecar.fragments import Fragments, member_fields
 from sidecar.history import Change
 from sidecar.membership import Member, Membership
 
@@ -101,7 +101,7 @@ def _timestamp(moment: dt.datetime) -> str:
 
 
 def _members(members: tuple[Member, ...]) -> list[dict[str, str]]:
-    return [{"address": m.address, "pod": m.pod, "node": m.node, "zone": m.zone} for m in members]
+    return [member_fields(m) for m in members]
 
 
 def _scalars(data: PageData) -> dict[str, Any]:
@@ -128,7 +128,11 @@ def _scalars(data: PageData) -> dict[str, Any]:
 
 
 def page_context(data: PageData, scalars: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The document index.json holds verbatim (scalars: the shared part, if already built)."""
+    """The document index.json holds, as one dict: its definition.
+
+    render_files assembles the same bytes from cached pieces (_document); the tests hold
+    the two equal.
+    """
     return {
         **(scalars or _scalars(data)),
         "members": _members(data.membership.ready),
