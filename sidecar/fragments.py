@@ -2,9 +2,9 @@
 
 A change moves one pod in or out of a list of thousands; re-escaping and re-encoding every
 other member on every change was most of a write's cost (at 10,000 members: the HTML rows
-~150 ms through Jinja, index.json's members ~10 ms through json). A member is an immutable
-value, so its row and its JSON object can be kept under it as the key: a render looks each
-one up, builds only the new ones, and keeps only what it used (no growth over time).
+~150 ms through Jinja, index.json's members ~10 ms through json). A member is immutable, so
+its row and its JSON object can be kept with it (see Fragments for the key): a render looks
+each one up, builds only the new ones, and keeps only what it used (no growth over time).
 
 ``Fragments()`` fresh is the full render; the same object across renders is the
 incremental one. tests/test_fragments.py proves both give the same bytes, over random

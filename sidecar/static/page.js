@@ -9,7 +9,8 @@
   const MAX_BACKOFF_MS = 30000;
   const HIGHLIGHT_MS = 2500;
   const LEAVE_MS = 450; // a little longer than the CSS height transition
-  const LISTS = ["ready", "terminating", "not_ready"];
+  // Each list on the page (by id) and the key of index.json it shows.
+  const LISTS = { ready: "members", terminating: "terminating", not_ready: "not_ready" };
 
   const byId = (id) => document.getElementById(id);
   const pageIp = document.body.dataset.podIp || "";
@@ -23,8 +24,9 @@
   let timer = null;
   let inFlight = false;
   let clockOffsetMs = 0; // server time minus this browser's, from the Date header
-  let lastAnswer = null; // {ip, name, at}
+  let answeredIp = ""; // the replica (X-Pod-IP) that answered the latest refresh
   let readySet = null; // addresses shown as ready, for announcing changes
+  let members = []; // the ready members shown, for naming the replica that answered
 
   const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   const serverNow = () => Date.now() + clockOffsetMs;
@@ -106,7 +108,7 @@
     if (address === pageIp) li.setAttribute("aria-current", "true");
     else li.removeAttribute("aria-current");
     setBadge(li, "served", address === pageIp, "served this page");
-    setBadge(li, "answered", lastAnswer !== null && address === lastAnswer.ip, "answered the latest refresh");
+    setBadge(li, "answered", address === answeredIp, "answered the latest refresh");
   }
 
   function setBadge(li, kind, on, text) {
@@ -245,9 +247,10 @@
     return (
       data !== null &&
       typeof data === "object" &&
-      LISTS.every((name) => Array.isArray(data[name === "ready" ? "members" : name])) &&
-      [data.members, data.terminating, data.not_ready].every((list) =>
-        list.every((member) => member !== null && typeof member === "object" && typeof member.address === "string"),
+      Object.values(LISTS).every(
+        (key) =>
+          Array.isArray(data[key]) &&
+          data[key].every((member) => member !== null && typeof member === "object" && typeof member.address === "string"),
       ) &&
       Array.isArray(data.changes) &&
       typeof data.generated_at === "string"
@@ -260,12 +263,12 @@
     byId("ready-total").textContent = String(count);
     document.title = document.title.replace(/^(.*: )?.*$/, `$1${plural(count, "ready pod")}`);
     byId("ready-empty").hidden = count > 0;
-    for (const name of LISTS) {
-      const members = name === "ready" ? data.members : data[name];
-      syncList(byId(name), members, name === "ready" && readySet !== null);
-      if (name !== "ready") {
-        byId(`${name}-section`).hidden = members.length === 0;
-        byId(`${name}-total`).textContent = String(members.length);
+    for (const [id, key] of Object.entries(LISTS)) {
+      const listed = data[key];
+      syncList(byId(id), listed, id === "ready" && readySet !== null);
+      if (id !== "ready") {
+        byId(`${id}-section`).hidden = listed.length === 0;
+        byId(`${id}-total`).textContent = String(listed.length);
       }
     }
     announce(data.members);
@@ -283,13 +286,15 @@
     const ip = response.headers.get("X-Pod-IP") || "";
     const holder = members.find((member) => member.address === ip);
     const name = (holder && holder.pod) || response.headers.get("X-Served-By") || "";
-    lastAnswer = { ip, name, at: Date.now() };
+    answeredIp = ip;
     const who = name && ip ? `${name} (${ip})` : name || ip || "the server";
-    byId("answered").textContent = `${who} at ${clockTime(lastAnswer.at)}`;
-    for (const li of byId("ready").children) {
-      const code = li.querySelector("code");
-      if (code && !li.classList.contains("leaving")) {
-        setBadge(li, "answered", code.textContent === ip, "answered the latest refresh");
+    byId("answered").textContent = `${who} at ${clockTime(Date.now())}`;
+    for (const id of Object.keys(LISTS)) {
+      for (const li of byId(id).children) {
+        const code = li.querySelector("code");
+        if (code && !li.classList.contains("leaving")) {
+          setBadge(li, "answered", code.textContent === ip, "answered the latest refresh");
+        }
       }
     }
   }
@@ -300,8 +305,6 @@
     etags.set(ip, tag);
     if (etags.size > MAX_ETAGS) etags.delete(etags.keys().next().value);
   }
-
-  let members = [];
 
   async function poll() {
     timer = null;
@@ -361,7 +364,6 @@
     }
   });
 
-  readySet = null;
   setInterval(refreshTimes, 1000);
   refreshTimes();
   poll();
