@@ -26,7 +26,6 @@ from sidecar.write import remove_stale_temps
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from types import FrameType
 
     from sidecar.config import Settings
     from sidecar.render import PageTemplate
@@ -145,33 +144,51 @@ class Workers:
                 self._stop.set()
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        # Only set the event: logging here could take a lock the interrupted code holds
-        # (structlog's print lock), and the process would hang on SIGTERM. A second signal
-        # during shutdown sets it again, harmlessly.
-        stop.set()
+# SIGTERM (the kubelet) and SIGINT (Ctrl-C) stop the process; the others here would end it by
+# default, and nobody should be able to do that with a stray kill -HUP.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+IGNORED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+
+def _take_signals(stop: threading.Event) -> None:
+    """Turn signals into the stop event without any Python signal handler.
+
+    A handler runs in the main thread between any two bytecodes, including inside
+    ``stop.set()`` (the main thread calls it while stopping, holding the event's lock); a
+    second SIGTERM then deadlocked the process in that lock. Instead the signals are blocked
+    in every thread (threads inherit the mask, so this runs before any is started) and one
+    thread waits for them with sigwait: plain code, no reentrancy.
+    """
+    watched = STOP_SIGNALS | IGNORED_SIGNALS
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+
+    def wait_for_signals() -> None:
+        while True:
+            signum = signal.sigwait(watched)
+            name = signal.Signals(signum).name
+            if signum in STOP_SIGNALS:
+                if not stop.is_set():
+                    log.info("signal", signal=name, action="stop")
+                stop.set()
+            else:
+                log.info("signal", signal=name, action="ignored")
+
+    threading.Thread(target=wait_for_signals, name="signals", daemon=True).start()
 
 
 def run(settings: Settings, environ: Mapping[str, str]) -> int:
-    """Start everything, wait for a signal or a dead worker, then stop everything."""
+    """Start everything, wait for a signal or a dead worker, then stop everything.
+
+    Signals stay blocked to the end: one that comes while the interpreter shuts down is
+    never acted on (a default action would end us with 143 instead of 0).
+    """
+    configure_logging(settings.log_format)
     stop = threading.Event()
-    _install_signal_handlers(stop)
-    try:
-        return _run(settings, environ, stop)
-    finally:
-        # While the interpreter shuts down, CPython gives signals with a Python handler
-        # their default action back: a second SIGTERM then would end us with 143 instead of
-        # 0. Ignored signals stay ignored, and there is nothing left to stop.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _take_signals(stop)
+    return _run(settings, environ, stop)
 
 
 def _run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) -> int:
-    configure_logging(settings.log_format)
     log.info("start", **_settings_for_log(settings))
     if settings.template_dir is not None and not settings.template_dir.is_dir():
         log.error(
@@ -257,7 +274,7 @@ def _serve(
     gc.collect()
     gc.freeze()
 
-    # No timeout: a signal interrupts the wait, its handler sets the event.
+    # No timeout: the signals thread (or a worker that died) sets the event.
     stop.wait()
     code = ExitCode.FAILURE if threads.died else ExitCode.OK
     if threads.died:

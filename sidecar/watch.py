@@ -28,7 +28,7 @@ from sidecar.membership import SliceView, Snapshot, endpoints_view, slice_view
 from sidecar.stream import lines, list_page, parse_event, read_body, resource_version
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from sidecar.health import HealthState
     from sidecar.metrics import Metrics
@@ -80,6 +80,12 @@ class _Resource:
             self.parse = endpoints_view
 
 
+def _interrupt(response: urllib3.BaseHTTPResponse) -> None:
+    """Close the socket under a read in another thread: the read raises at once."""
+    with contextlib.suppress(Exception):
+        response.shutdown()
+
+
 class EndpointWatcher:
     """Keeps the Service's endpoints in memory and reports every change.
 
@@ -126,13 +132,28 @@ class EndpointWatcher:
 
     def stop(self) -> None:
         """Ask run() to return, interrupting a blocked read."""
+        # The event first, then the response: _hold() stores the response first, then looks
+        # at the event, both under the lock; so one of the two always sees the other.
         self._stop.set()
         with self._lock:
             response = self._response
         if response is not None:
-            # Closing the socket from another thread makes the blocked read raise at once.
-            with contextlib.suppress(Exception):
-                response.shutdown()
+            _interrupt(response)
+
+    @contextlib.contextmanager
+    def _hold(self, response: urllib3.BaseHTTPResponse) -> Iterator[None]:
+        """While reading response, stop() can interrupt it; the connection is released after."""
+        with self._lock:
+            self._response = response
+            stopping = self._stop.is_set()
+        if stopping:
+            _interrupt(response)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._response = None
+            response.release_conn()
 
     def run(self) -> None:
         """List, then watch, until stopped; every failure is classified and retried."""
@@ -198,10 +219,8 @@ class EndpointWatcher:
             response = self._request(
                 resource, verb="list", limit=LIST_PAGE_SIZE, _continue=continue_token
             )
-            try:
+            with self._hold(response):
                 items, page_version, continue_token = list_page(read_body(response))
-            finally:
-                response.release_conn()
             self._health.beat(WORKER)
             version = version or page_version
             views.extend(resource.parse(item) for item in items)
@@ -246,23 +265,19 @@ class EndpointWatcher:
         # timeout (a quiet namespace that gets no bookmarks, or a stalled connection), that
         # is no outage: re-watch at once, without escalating the backoff or marking the page.
         self._reached()
-        with self._lock:
-            self._response = response
         count = 0
         try:
-            for line in lines(response):
-                count += 1
-                self._health.beat(WORKER)
-                self._handle_line(line)
+            with self._hold(response):
+                for line in lines(response):
+                    count += 1
+                    self._health.beat(WORKER)
+                    self._handle_line(line)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if self._stop.is_set() or not is_timeout(exc):
                 raise
             log.info("watch_idle", silent_seconds=self._idle_timeout, events=count)
             return "idle"
         finally:
-            with self._lock:
-                self._response = None
-            response.release_conn()
             if count:
                 # The server accepted the watch and sent data: that was a healthy period, so
                 # a reset that ends it backs off from the first step again (client-go's
