@@ -115,7 +115,7 @@ def test_expired_mid_watch_relists_and_replaces_state(
         api.expire_watches()
     sidecar.wait_addresses(["10.0.0.1"])
     assert len(api.requests_for("list")) == 2
-    assert sidecar.metric("podlister_watch_restarts_total", reason="expired") == 1
+    sidecar.wait_metric("podlister_watch_restarts_total", 1, reason="expired")
 
 
 def test_watch_from_compacted_version_relists(api: ApiStandIn, start_sidecar: Start) -> None:
@@ -128,7 +128,7 @@ def test_watch_from_compacted_version_relists(api: ApiStandIn, start_sidecar: St
         # The resumed watch asks for a compacted version: 410 (sent even while stalled).
         wait_until(lambda: len(api.requests_for("list")) == 2, timeout=15, what="a relist")
     sidecar.wait_addresses(["10.0.0.3"], timeout=15)
-    assert sidecar.metric("podlister_watch_restarts_total", reason="expired") == 1
+    sidecar.wait_metric("podlister_watch_restarts_total", 1, reason="expired")
 
 
 def test_clean_end_resumes_without_relist(api: ApiStandIn, start_sidecar: Start) -> None:
@@ -208,7 +208,7 @@ def test_stalled_stream_is_abandoned_and_rewatched_at_once(
     watches = [r.at for r in api.requests_for("watch")]
     # each abandoned after ~1 s of silence and re-watched at once: no step of 0.8, 1.6, 3.2 s
     assert watches[3] - stalled_at < 3 * (1 + 0.5)
-    assert sidecar.metric("podlister_backoff_seconds_total") == 0
+    sidecar.wait_metric("podlister_backoff_seconds_total", 0)
     assert sidecar.metric("podlister_watch_restarts_total", reason="idle") >= 3
     assert sidecar.addresses() == ["10.0.0.1"]
     assert sidecar.probe("/healthz") == 200
@@ -239,7 +239,7 @@ def test_api_gone_mid_run_marks_the_page_stale_and_recovers(
     assert sidecar.addresses() == ["10.0.0.1"]
     assert sidecar.probe("/healthz") == 200
     assert sidecar.probe("/readyz") == 200
-    assert sidecar.metric("podlister_watch_healthy") == 0
+    sidecar.wait_metric("podlister_watch_healthy", 0)
     with ApiStandIn(port=port, bookmark_interval=0.5) as second:
         # The new stand-in counts resourceVersions from the start again: replay the first
         # one, so that the change is newer than what the sidecar resumes from.
@@ -247,7 +247,7 @@ def test_api_gone_mid_run_marks_the_page_stale_and_recovers(
         second.apply(slice_of("web-a", "10.0.0.2"))
         sidecar.wait_addresses(["10.0.0.2"], timeout=40)
         sidecar.wait_file("index.json", lambda text: json.loads(text)["stale_since"] is None)
-        assert sidecar.metric("podlister_watch_healthy") == 1
+        sidecar.wait_metric("podlister_watch_healthy", 1)
 
 
 def test_malformed_and_unknown_events_are_skipped_and_counted(
@@ -261,8 +261,8 @@ def test_malformed_and_unknown_events_are_skipped_and_counted(
     api.inject_line(json.dumps({"type": "SURPRISE", "object": {"metadata": {}}}).encode())
     api.apply(slice_of("web-a", "10.0.0.7"))
     sidecar.wait_addresses(["10.0.0.7"])
-    assert sidecar.metric("podlister_skipped_events_total", reason="malformed") == 1
-    assert sidecar.metric("podlister_skipped_events_total", reason="unknown_type") == 1
+    sidecar.wait_metric("podlister_skipped_events_total", 1, reason="malformed")
+    sidecar.wait_metric("podlister_skipped_events_total", 1, reason="unknown_type")
     assert len(api.requests_for("list")) == 1
     api.end_watches()
     wait_until(lambda: len(api.requests_for("list")) == 2, timeout=10, what="a repairing list")
@@ -273,7 +273,7 @@ def test_server_errors_are_retried(api: ApiStandIn, start_sidecar: Start) -> Non
     api.fail_next(500)
     api.fail_next(503)
     sidecar = started_with(api, start_sidecar, "10.0.0.1")
-    assert sidecar.metric("podlister_errors_total", kind="server") == 2
+    sidecar.wait_metric("podlister_errors_total", 2, kind="server")
     lists = api.requests_for("list")
     assert len(lists) == 3
     assert lists[1].at - lists[0].at >= 0.8
@@ -324,7 +324,7 @@ def test_dual_stack_not_ready_and_terminating(api: ApiStandIn, start_sidecar: St
     document = json.loads((sidecar.output_dir / "index.json").read_text())
     assert [m["address"] for m in document["terminating"]] == ["10.0.0.3"]
     assert [m["address"] for m in document["not_ready"]] == ["10.0.0.2"]
-    assert sidecar.metric("podlister_endpoints", state="terminating") == 1
+    sidecar.wait_metric("podlister_endpoints", 1, state="terminating")
 
 
 def test_ten_thousand_endpoints(api: ApiStandIn, start_sidecar: Start) -> None:
@@ -394,7 +394,7 @@ def test_broken_template_at_start_serves_the_packaged_page(  # noqa: PLR0917 - f
     assert record["file"] == str(templates / "index.html.j2")
     assert record["line"] == line
     assert reason in record["reason"]
-    assert sidecar.metric("podlister_errors_total", kind="template") == 1
+    sidecar.wait_metric("podlister_errors_total", 1, kind="template")
     sidecar.wait_file("index.html", lambda html: "ready pod" in html)
     assert sidecar.probe("/readyz") == 200
     configmap_dir(templates, "v2", "fixed:{{ addresses | join(',') }}")
@@ -586,7 +586,7 @@ def test_odd_events_never_stop_the_watch(api: ApiStandIn, start_sidecar: Start) 
     api.apply(slice_of("web-a", "10.0.0.3"))
     sidecar.wait_addresses(["10.0.0.3"], timeout=15)
     assert sidecar.metric("podlister_skipped_events_total", reason="malformed") >= 1
-    assert sidecar.metric("podlister_errors_total", kind="watch_error") == 1
+    sidecar.wait_metric("podlister_errors_total", 1, kind="watch_error")
     assert not sidecar.events("worker_crashed")
 
 
@@ -658,6 +658,31 @@ def test_signals_always_exit_zero_within_two_seconds_under_load(
         for hog in hogs:
             hog.kill()
             hog.wait(timeout=5)
+
+
+def test_other_signals_do_not_stop_it(api: ApiStandIn, start_sidecar: Start) -> None:
+    """SIGHUP, SIGUSR1 and SIGUSR2 (whose default action ends a process) are logged and
+    ignored: the sidecar stays live and ready; SIGTERM still ends it with 0.
+    """
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    sidecar = start_sidecar()
+    sidecar.wait_page(["10.0.0.1"])
+    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        sidecar.signal(signum)
+        wait_until(
+            lambda signum=signum: any(
+                e["signal"] == signal.Signals(signum).name and e["action"] == "ignored"
+                for e in sidecar.events("signal")
+            ),
+            timeout=5,
+            what=f"{signal.Signals(signum).name} logged as ignored",
+        )
+    assert sidecar.process is not None
+    assert sidecar.process.poll() is None
+    assert sidecar.probe("/healthz") == 200
+    assert sidecar.probe("/readyz") == 200
+    sidecar.signal(signal.SIGTERM)
+    assert sidecar.wait_exit(timeout=10) == 0
 
 
 def test_page_returns_when_the_content_fits_again(
