@@ -6,6 +6,8 @@ Content-Security-Policy), reached through the load balancer as a user reaches it
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,7 @@ from browser import SCHEMES, SCREENSHOT_DIR, WIDTHS, launch, low_contrast_script
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
+    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Route
 
     from localcluster import LocalCluster
 
@@ -242,6 +244,46 @@ def set_hidden(page: Page, *, hidden: bool) -> None:
         }""",
         hidden,
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_leaving_row_does_not_keep_the_answered_mark(
+    cluster: LocalCluster, watched: Watched
+) -> None:
+    """When a replica that has not caught up yet answers with a list lacking the replica that
+    answered before, that row shrinks away without its "answered" mark: exactly one row of
+    the ready list says it answered the latest refresh, the one that did.
+    """
+    cluster.scale_to(2)
+    with urllib.request.urlopen(cluster.lb.url + "/index.json", timeout=5) as response:  # noqa: S310
+        document = json.loads(response.read())
+    first, second = document["members"]
+    # The first refresh is answered by the second replica, listing both; every later one by
+    # the first replica, with a list that has not caught up (the second is missing).
+    answers = [(second["address"], [first, second])]
+    behind = (first["address"], [first])
+
+    def answer(route: Route) -> None:
+        ip, members = answers.pop(0) if answers else behind
+        route.fulfill(
+            status=200,
+            headers={"X-Pod-IP": ip, "Content-Type": "application/json", "ETag": f'"{ip}"'},
+            body=json.dumps({**document, "members": members}),
+        )
+
+    page = watched.page
+    page.route("**/index.json", answer)
+    page.goto(cluster.lb.url + "/")
+    seen = page.wait_for_function(
+        """() => {
+            const leaving = document.querySelector("#ready > li.leaving");
+            if (!leaving) return null;
+            const marked = document.querySelectorAll("#ready .badge[data-kind='answered']");
+            return Array.from(marked, (b) => b.closest("li").querySelector("code").textContent);
+        }""",
+        timeout=10_000,
+    ).json_value()
+    assert seen == [first["address"]]
 
 
 @pytest.mark.timeout(120)

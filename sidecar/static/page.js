@@ -290,11 +290,11 @@
     const who = name && ip ? `${name} (${ip})` : name || ip || "the server";
     byId("answered").textContent = `${who} at ${clockTime(Date.now())}`;
     for (const id of Object.keys(LISTS)) {
+      // Leaving rows too: one that answered an earlier refresh must not keep saying so
+      // while it shrinks away (a replica that has not caught up yet can drop it).
       for (const li of byId(id).children) {
         const code = li.querySelector("code");
-        if (code && !li.classList.contains("leaving")) {
-          setBadge(li, "answered", code.textContent === ip, "answered the latest refresh");
-        }
+        if (code) setBadge(li, "answered", code.textContent === ip, "answered the latest refresh");
       }
     }
   }
