@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    image = build_image(base=build_base(Path.home() / ".cache" / "podlister"))
+    image = build_image(base=build_base())
     print(f"image {image}, layers (newest first):")
     for size, created_by in layers(image):
         print(f"  {size:>12} B  {created_by}")

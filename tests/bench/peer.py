@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import verified_cache as cache
+
 from bench.sidecar import SHM, slices
 from bench.stats import percentile
-from controlplane.build import bin_dir
 from controlplane.cluster import ControlPlane
 from controlplane.rest import ApiError
 from kubestub import ApiStandIn
@@ -50,14 +51,15 @@ def build_peer() -> Path:
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum", "main.go"):
         digest.update((PEER_SOURCE / name).read_bytes())
-    target = bin_dir().parent / f"peer-{digest.hexdigest()[:12]}" / "peer"
-    if not target.exists():
+
+    def fill(staging: Path) -> None:
         subprocess.run(
-            ["go", "build", "-trimpath", "-o", str(target), "."],
+            ["go", "build", "-trimpath", "-o", str(staging / "peer"), "."],
             cwd=PEER_SOURCE,
             check=True,
         )
-    return target
+
+    return cache.filled(cache.root() / f"peer-{digest.hexdigest()[:12]}", fill) / "peer"
 
 
 class Feed(Protocol):

@@ -8,6 +8,7 @@ cheap too. Nothing here ships in the sidecar image.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import verified_cache as cache
 
 GO_MODULE = Path(__file__).resolve().parent
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -37,12 +40,16 @@ def kubernetes_version() -> str:
 
 
 def bin_dir() -> Path:
-    """Where the binaries go: $PODLISTER_CONTROLPLANE_BIN, else a per-version user cache."""
+    """Where the binaries go: $PODLISTER_CONTROLPLANE_BIN, else the user cache, keyed by
+    the version and by go.mod and go.sum (a tool added there is a new folder).
+    """
     explicit = os.environ.get("PODLISTER_CONTROLPLANE_BIN")
     if explicit:
         return Path(explicit)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "podlister" / f"controlplane-{kubernetes_version()}"
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        digest.update((GO_MODULE / name).read_bytes())
+    return cache.root() / f"controlplane-{kubernetes_version()}-{digest.hexdigest()[:12]}"
 
 
 def _ldflags(version: str) -> str:
@@ -61,7 +68,12 @@ def _ldflags(version: str) -> str:
 
 
 def build() -> Path:
-    """Build (or find up to date) the three binaries; return their folder."""
+    """Build (or find complete) the binaries; return their folder.
+
+    In the user cache the folder is filled whole or not at all and checked before use
+    (``verified_cache``); an explicit $PODLISTER_CONTROLPLANE_BIN is the developer's own,
+    installed into directly.
+    """
     go = shutil.which("go")
     if go is None:
         msg = (
@@ -70,7 +82,15 @@ def build() -> Path:
         )
         raise BuildError(msg)
     target = bin_dir()
-    target.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("PODLISTER_CONTROLPLANE_BIN"):
+        target.mkdir(parents=True, exist_ok=True)
+        _install(go, target)
+        return target
+    return cache.filled(target, lambda staging: _install(go, staging))
+
+
+def _install(go: str, target: Path) -> None:
+    """Install every tool of go.mod into target (go install); BuildError with the reason."""
     version = kubernetes_version()
     command = [go, "install", "-buildvcs=false", "-ldflags", _ldflags(version), "tool", "./etcd"]
     try:
@@ -94,7 +114,6 @@ def build() -> Path:
     if missing:
         msg = f"the build left no {', '.join(missing)} in {target}"
         raise BuildError(msg)
-    return target
 
 
 def main() -> int:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
+
+import verified_cache as cache
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "localhost/podlister-python:bookworm"
@@ -57,37 +60,53 @@ def _has_image(name: str) -> bool:
     return result.returncode == 0
 
 
-def build_base(cache: Path) -> str:
-    """The Debian base (python3, python3-venv) in local storage, made once per machine."""
+def build_base() -> str:
+    """The Debian base (python3, python3-venv) in local storage, made once per machine.
+
+    Under a lock, so that two suites at once make it once; mmdebstrap writes a tarball of
+    this run's own, and the image exists in podman's storage only once imported whole.
+    """
     if _has_image(BASE_IMAGE):
         return BASE_IMAGE
-    cache.mkdir(parents=True, exist_ok=True)
-    tarball = cache / "podlister-python-bookworm.tar"
-    _run(
-        [
-            "mmdebstrap",
-            "--variant=essential",
-            f"--include={','.join(BASE_PACKAGES)}",
-            "--mode=root",
-            "--quiet",
-            "bookworm",
-            str(tarball),
-            MIRROR,
-        ],
-        timeout=900,
-    )
-    _run([*PODMAN, "import", "--quiet", str(tarball), BASE_IMAGE], timeout=300)
-    tarball.unlink()
+    with cache.locked(cache.root() / ".base-image.lock"):
+        if _has_image(BASE_IMAGE):
+            return BASE_IMAGE
+        with tempfile.TemporaryDirectory(prefix="podlister-base-") as folder:
+            tarball = Path(folder) / "podlister-python-bookworm.tar"
+            _run(
+                [
+                    "mmdebstrap",
+                    "--variant=essential",
+                    f"--include={','.join(BASE_PACKAGES)}",
+                    "--mode=root",
+                    "--quiet",
+                    "bookworm",
+                    str(tarball),
+                    MIRROR,
+                ],
+                timeout=900,
+            )
+            _run([*PODMAN, "import", "--quiet", str(tarball), BASE_IMAGE], timeout=300)
     return BASE_IMAGE
 
 
 def build_image(tag: str = IMAGE, *, base: str | None = BASE_IMAGE) -> str:
-    """Build the Dockerfile, passing the host's CA bundle and pip configuration as secrets.
+    """Build the Dockerfile, passing the host's CA bundle and pip configuration as secrets;
+    return the image's ID.
 
     With base (an image in local storage) nothing is pulled; without, the Dockerfile's
-    pinned default is pulled if missing.
+    pinned default is pulled if missing. Callers use the ID, not the tag: another run on
+    the machine may move the tag to its own build at any time.
     """
+    with tempfile.TemporaryDirectory(prefix="podlister-build-") as folder:
+        iidfile = Path(folder) / "iid"
+        _build(tag, base=base, iidfile=iidfile)
+        return iidfile.read_text(encoding="utf-8").strip().removeprefix("sha256:")
+
+
+def _build(tag: str, *, base: str | None, iidfile: Path) -> None:
     command = ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--layers"]
+    command += ["--iidfile", str(iidfile)]
     if base is not None:
         command += ["--pull=never", "--build-arg", f"PYTHON_IMAGE={base}"]
     command += ["-t", tag]
@@ -97,4 +116,3 @@ def build_image(tag: str = IMAGE, *, base: str | None = BASE_IMAGE) -> str:
     if Path(pip_config).is_file():
         command += ["--secret", f"id=pipconf,src={pip_config}"]
     _run([*command, str(REPO)], timeout=1200)
-    return tag

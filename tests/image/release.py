@@ -73,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     tag = version()
-    local = f"localhost/podlister-sidecar:{tag}"
-    build_image(local, base=args.base)
-    digest = push(local, f"{args.repository}:{tag}", tls_verify=not args.insecure)
+    built = build_image(f"localhost/podlister-sidecar:{tag}", base=args.base)
+    digest = push(built, f"{args.repository}:{tag}", tls_verify=not args.insecure)
     pin(args.overlay, args.repository, digest)
     print(f"pushed {args.repository}:{tag} as {digest}")
     print(f"pinned in {args.overlay / 'kustomization.yaml'}")
