@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,7 +21,6 @@ from sidecar_process import SidecarProcess, write_kubeconfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 
 @pytest.fixture
@@ -31,7 +34,7 @@ def api() -> Iterator[ApiStandIn]:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """A local cluster (stand-in, load balancer, pods) in the test's folder; all stopped after."""
-    local = LocalCluster(tmp_path / "cluster", lb_port=free_port()).start()
+    local = LocalCluster(tmp_path / "cluster").start()
     yield local
     local.stop()
 
@@ -62,6 +65,44 @@ def start_sidecar(kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., Si
     yield start
     for process in started:
         process.stop()
+
+
+TEMP_ROOT = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this run a temporary root of its own (pytest's folders go below it).
+
+    pytest's default root, /tmp/pytest-of-<user>, is shared by every run of the same user,
+    and each run that starts sets it back to 0700: the nginx workers (nobody) of a run in
+    progress then lose their way to the pages and answer 403/503. An explicit
+    $PYTEST_DEBUG_TEMPROOT or --basetemp is left as given.
+    """
+    if config.option.basetemp or os.environ.get("PYTEST_DEBUG_TEMPROOT"):
+        return
+    root = Path(tempfile.mkdtemp(prefix="podlister-tests-"))
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = str(root)
+    config.stash[TEMP_ROOT] = root
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove this run's temporary root when every test passed; keep it as evidence if not."""
+    root = config.stash.get(TEMP_ROOT, None)
+    if root is None:
+        return
+    os.environ.pop("PYTEST_DEBUG_TEMPROOT", None)
+    if config.stash.get(FAILED, True):
+        print(f"\nthis run's temporary folders (kept): {root}")  # noqa: T201
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Note whether the run failed, for pytest_unconfigure."""
+    session.config.stash[FAILED] = exitstatus != 0
 
 
 @pytest.hookimpl(trylast=True)

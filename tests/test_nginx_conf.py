@@ -11,6 +11,7 @@ import pytest
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
 from nginx_runner import NginxPod
+from ports import pod_network
 from sidecar.membership import Member, Membership
 from sidecar.render import PageData, packaged_template, page_assets, render_files
 from sidecar.write import write_files
@@ -21,13 +22,11 @@ if TYPE_CHECKING:
 
     from sidecar_process import SidecarProcess
 
-ADDRESS = "127.0.1.250"
-
 
 @pytest.fixture
 def pod(tmp_path: Path) -> Iterator[NginxPod]:
     """Nginx with the unchanged base nginx.conf on its own loopback address."""
-    nginx = NginxPod(tmp_path / "pod", ADDRESS).start()
+    nginx = NginxPod(tmp_path / "pod", pod_network() + "250").start()
     yield nginx
     nginx.stop()
 
@@ -38,7 +37,7 @@ def write_pages(pod: NginxPod, *addresses: str) -> None:
         namespace="podlister",
         membership=Membership(ready=tuple(Member(a) for a in addresses)),
         generated_at=dt.datetime.now(dt.UTC),
-        pod_ip=ADDRESS,
+        pod_ip=pod.host,
     )
     write_files(pod.html, page_assets())
     write_files(pod.html, render_files(data, packaged_template()))
@@ -92,7 +91,7 @@ def test_headers(pod: NginxPod) -> None:
         _, headers, _ = get(pod, path)
         assert headers["Cache-Control"] == "no-store", path
         assert headers["Vary"] == "Accept", path
-        assert headers["X-Pod-IP"] == ADDRESS, path
+        assert headers["X-Pod-IP"] == pod.host, path
         assert headers["X-Served-By"], path
         assert "nginx/" not in headers.get("Server", ""), "version must not leak"
         assert headers["X-Content-Type-Options"] == "nosniff", path

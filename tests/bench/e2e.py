@@ -110,7 +110,7 @@ def wait_all(files: list[Path], *, present: bool, timeout: float = 120.0) -> flo
 
 
 def bench(replicas: int, trials: int, interval: float) -> None:
-    cluster = LocalCluster(lb_port=18090).start()
+    cluster = LocalCluster().start()
     try:
         cluster.scale_to(replicas)
         files = [p.nginx.html / "index.txt" for p in cluster.pods.values()]

@@ -8,7 +8,8 @@ sends traffic to the ready endpoints of the Service's EndpointSlices.
 
 Addresses: the API refuses loopback addresses in EndpointSlices, and the tests may only
 listen on loopback. So a pod's IP as the API knows it is 10.244.0.N, and the node runs the
-pod's processes on 127.0.1.N: the one translation, done here and in the proxy alone.
+pod's processes on P.N, P being this run's block of loopback addresses (``ports.pod_network``):
+the one translation, done here and in the proxy alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from controlplane import kubelet
 from controlplane.rest import ApiError
 from nginx_runner import NginxPod
 from polling import wait_until
+from ports import pod_network
 from sidecar_process import SidecarProcess
 
 if TYPE_CHECKING:
@@ -35,14 +37,13 @@ if TYPE_CHECKING:
     from localcluster.loadbalancer import LoadBalancer
 
 POD_NETWORK = "10.244.0."
-LOOPBACK_NETWORK = "127.0.1."
 SYNC_INTERVAL = 0.05  # seconds between two looks at the API (the kubelet's watch, polled)
 PRE_STOP_SECONDS = 0.2  # the manifest's preStop sleep (5 s), scaled down
 
 
 def loopback_of(pod_ip: str) -> str:
     """Where the node runs the pod whose API address is pod_ip."""
-    return LOOPBACK_NETWORK + pod_ip.removeprefix(POD_NETWORK)
+    return pod_network() + pod_ip.removeprefix(POD_NETWORK)
 
 
 @dataclasses.dataclass
@@ -135,7 +136,8 @@ class ProcessNode:
         with self._lock:
             used = {pod.ip for pod in self.pods.values()}
         index = next(i for i in range(1, 255) if f"{POD_NETWORK}{i}" not in used)
-        ip, address = f"{POD_NETWORK}{index}", f"{LOOPBACK_NETWORK}{index}"
+        ip = f"{POD_NETWORK}{index}"
+        address = loopback_of(ip)
         folder = self.root / name
         shutil.rmtree(folder, ignore_errors=True)
         nginx = NginxPod(folder, address)

@@ -1,4 +1,5 @@
-"""Pods as real processes: for each, an nginx on 127.0.1.N:8080 and a sidecar on 127.0.1.N:8081.
+"""Pods as real processes: for each, an nginx on P.N:8080 and a sidecar on P.N:8081, where P is
+this run's own block of loopback addresses (``ports.pod_network()``).
 
 The lifecycle mirrors Kubernetes: a new pod's sidecar starts first (native sidecar), nginx starts
 once the sidecar's startup probe passes, the pod turns ready in the EndpointSlice once nginx's
@@ -19,6 +20,7 @@ from kubestub import ApiStandIn, endpoint, endpoint_slice
 from localcluster.loadbalancer import LoadBalancer
 from nginx_runner import NginxPod
 from polling import wait_until
+from ports import free_port, pod_network
 from sidecar_process import SidecarProcess, write_kubeconfig
 
 SERVICE = "podlister"
@@ -32,15 +34,11 @@ class Pod:
     """One pod: its address, folder and the two processes."""
 
     index: int
+    ip: str
     folder: Path
     sidecar: SidecarProcess
     nginx: NginxPod
     state: str = "starting"  # starting, ready, terminating
-
-    @property
-    def ip(self) -> str:
-        """The pod IP, 127.0.1.N."""
-        return f"127.0.1.{self.index}"
 
     @property
     def name(self) -> str:
@@ -60,10 +58,11 @@ class ClusterClosingError(Exception):
 class LocalCluster:
     """The stand-in, the load balancer and the pods, all stopped by stop()."""
 
-    def __init__(self, root: Path | None = None, *, lb_port: int = 18080) -> None:
+    def __init__(self, root: Path | None = None, *, lb_address: str | None = None) -> None:
         """Create the folders; start() brings up the API and the load balancer.
 
-        Without a root, a temporary folder is made, and stop() removes it.
+        Without a root, a temporary folder is made, and stop() removes it. Without an
+        address, the load balancer listens on a free port of 127.0.0.1.
         """
         self.owns_root = root is None
         self.root = root or Path(tempfile.mkdtemp(prefix="podlister-cluster-"))
@@ -72,7 +71,8 @@ class LocalCluster:
         self.closing = threading.Event()
         self._lock = threading.Lock()
         self.api = ApiStandIn(host="127.0.0.1", bookmark_interval=30)
-        self.lb = LoadBalancer(self.root / "lb", f"127.0.0.1:{lb_port}")
+        self.lb = LoadBalancer(self.root / "lb", lb_address or f"127.0.0.1:{free_port()}")
+        self.network = pod_network()
         self.pods: dict[int, Pod] = {}
         self.kubeconfig = self.root / "kubeconfig"
         self.ready_at: dict[str, float] = {}
@@ -141,7 +141,7 @@ class LocalCluster:
         folder = self.root / f"pod-{index}"
         if folder.exists():
             shutil.rmtree(folder)
-        ip = f"127.0.1.{index}"
+        ip = f"{self.network}{index}"
         nginx = NginxPod(folder, ip)
         sidecar = SidecarProcess(
             kubeconfig=self.kubeconfig,
@@ -152,7 +152,7 @@ class LocalCluster:
             health_addr=f"{ip}:8081",
             extra_env={"PODLISTER_POD_IP": ip, "PODLISTER_POD_NAME": f"podlister-{index}"},
         )
-        pod = Pod(index=index, folder=folder, sidecar=sidecar, nginx=nginx)
+        pod = Pod(index=index, ip=ip, folder=folder, sidecar=sidecar, nginx=nginx)
         with self._lock:
             if self.closing.is_set():
                 raise ClusterClosingError("the cluster is stopping")
