@@ -189,6 +189,13 @@ class SidecarProcess:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
+    def wait_metric(self, name: str, value: float, *, timeout: float = 10.0, **labels: str) -> None:
+        """Wait (bounded) until the sample reads value: a metric is updated just after the
+        files it describes, so a test reads it only once it is there.
+        """
+        wanted = f"{name}{labels or ''} == {value}"
+        wait_until(lambda: self.metric(name, **labels) == value, timeout=timeout, what=wanted)
+
     def addresses(self) -> list[str] | None:
         """The addresses in index.json, or None while there is none."""
         try:

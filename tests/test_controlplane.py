@@ -148,7 +148,7 @@ def test_sidecar_follows_the_real_endpointslice_controller(
     kubelet.delete(control_plane.rest, NAMESPACE, names[1])
     sidecar.wait_addresses([], timeout=20)
 
-    assert sidecar.metric("podlister_lists_total", api="endpointslices") == 1
+    sidecar.wait_metric("podlister_lists_total", 1, api="endpointslices")
     assert not sidecar.events("forbidden")
     assert not sidecar.events("api_error")
 
@@ -255,7 +255,7 @@ def test_watch_timeouts_and_bookmarks_come_from_the_real_server(
     kubelet.bind(control_plane.rest, namespace, "web-1")
     kubelet.report(control_plane.rest, namespace, "web-1", ip="10.244.1.1", ready=True)
     sidecar.wait_addresses(["10.244.1.1"], timeout=20)
-    assert sidecar.metric("podlister_lists_total", api="endpointslices") == 1
+    sidecar.wait_metric("podlister_lists_total", 1, api="endpointslices")
 
 
 def test_local_overlay_runs_on_the_real_control_plane(

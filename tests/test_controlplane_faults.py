@@ -269,5 +269,5 @@ def test_paused_sidecar_relists_on_410_from_the_real_server(
     finally:
         sidecar.signal(signal.SIGCONT)
     sidecar.wait_page(["10.244.6.1", "10.244.6.2"], timeout=30)
-    assert sidecar.metric("podlister_watch_restarts_total", reason="expired") == 1
-    assert sidecar.metric("podlister_lists_total", api="endpointslices") == 2
+    sidecar.wait_metric("podlister_watch_restarts_total", 1, reason="expired")
+    sidecar.wait_metric("podlister_lists_total", 2, api="endpointslices")

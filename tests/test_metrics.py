@@ -53,23 +53,23 @@ def test_metrics_tell_the_truth_through_scale_up_outage_and_recovery(
         api.wait_watching()
         text = sidecar.metrics_text()
         assert all(f"# TYPE {name}" in text for name in DOCUMENTED)
-        assert sidecar.metric("podlister_ready") == 1
+        sidecar.wait_metric("podlister_ready", 1)
         assert sidecar.probe("/readyz") == 200
 
         api.apply(web("10.0.0.1", "10.0.0.2", "10.0.0.3", not_ready=("10.0.0.4",)))
         sidecar.wait_page(["10.0.0.1", "10.0.0.2", "10.0.0.3"])
         wait_until(lambda: sidecar.metric("podlister_endpoints", state="not_ready") == 1, timeout=5)
-        assert sidecar.metric("podlister_endpoints", state="ready") == 3
-        assert sidecar.metric("podlister_endpoints", state="terminating") == 0
-        assert sidecar.metric("podlister_lists_total", api="endpointslices") == 1
+        sidecar.wait_metric("podlister_endpoints", 3, state="ready")
+        sidecar.wait_metric("podlister_endpoints", 0, state="terminating")
+        sidecar.wait_metric("podlister_lists_total", 1, api="endpointslices")
         assert sidecar.metric("podlister_watch_events_total", type="MODIFIED") == 1
-        assert sidecar.metric("podlister_watch_healthy") == 1
+        sidecar.wait_metric("podlister_watch_healthy", 1)
         writes = sidecar.metric("podlister_writes_total")
         assert writes == 2
         assert sidecar.metric("podlister_event_to_write_seconds_count") == writes
         written_at = (sidecar.output_dir / "index.json").stat().st_mtime
         assert abs(sidecar.metric("podlister_last_write_timestamp_seconds") - written_at) < 1
-        assert sidecar.metric("podlister_errors_total", kind="connection") == 0
+        sidecar.wait_metric("podlister_errors_total", 0, kind="connection")
         last_version = api.resource_version
     finally:
         api.stop()
@@ -78,6 +78,7 @@ def test_metrics_tell_the_truth_through_scale_up_outage_and_recovery(
     wait_until(lambda: sidecar.metric("podlister_watch_healthy") == 0, timeout=10)
     wait_until(lambda: sidecar.metric("podlister_errors_total", kind="connection") >= 2, timeout=10)
     assert sidecar.metric("podlister_backoff_seconds_total") >= 0.8
+    # Through the outage: still ready, still the list from before (states, not updates).
     assert sidecar.metric("podlister_ready") == 1
     assert sidecar.probe("/readyz") == 200
     assert sidecar.metric("podlister_endpoints", state="ready") == 3
@@ -91,7 +92,7 @@ def test_metrics_tell_the_truth_through_scale_up_outage_and_recovery(
         sidecar.wait_page(["10.0.0.5"], timeout=40)
         wait_until(lambda: sidecar.metric("podlister_watch_healthy") == 1, timeout=5)
         wait_until(lambda: sidecar.metric("podlister_endpoints", state="ready") == 1, timeout=5)
-        assert sidecar.metric("podlister_endpoints", state="not_ready") == 0
-        assert sidecar.metric("podlister_ready") == 1
+        sidecar.wait_metric("podlister_endpoints", 0, state="not_ready")
+        sidecar.wait_metric("podlister_ready", 1)
         started = time.time()
         assert started - sidecar.metric("podlister_last_write_timestamp_seconds") < 10
