@@ -9,15 +9,25 @@ served exactly the ready pods, and what curl gets. ``--keep`` leaves it running.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from controlplane.build import BuildError, build
 from controlplane.cluster import ControlPlane
 from controlplane.node import ProcessNode, ServiceProxy, converged
-from localcluster.flags import demo_arguments, hold
+from localcluster.flags import (
+    DemoStopped,
+    demo_arguments,
+    lb_address,
+    line_buffered_output,
+    run_until_stopped,
+    say,
+)
 from localcluster.loadbalancer import LoadBalancer
 from nginx_runner import INSTALL_HINT, nginx_binary
 from polling import wait_until
@@ -35,57 +45,78 @@ def kubectl(plane: ControlPlane, *args: str) -> None:
         raise SystemExit(1)
 
 
-def settle(node: ProcessNode, lb: LoadBalancer, replicas: int) -> None:
+def settle(node: ProcessNode, lb: LoadBalancer, replicas: int, closing: threading.Event) -> None:
     """Wait until the pages agree with the API, then show how long it took and a curl."""
     started = time.monotonic()
-    wait_until(lambda: converged(node, lb, replicas), timeout=60, what=f"{replicas} replicas")
+
+    def agreed() -> bool:
+        if closing.is_set():
+            raise DemoStopped
+        return converged(node, lb, replicas)
+
+    wait_until(agreed, timeout=60, what=f"{replicas} replicas")
     took = time.monotonic() - started
     print(f"  {replicas} ready, every page agrees after {took:.2f} s: {node.ready_ips()}")
     print(lb.curl())
 
 
 def main() -> int:
-    """Run the demo."""
+    """Run the demo; stop everything it started on Ctrl-C, SIGTERM or its parent's end."""
+    line_buffered_output()
     args = demo_arguments("python -m controlplane.demo", __doc__)
     try:
         nginx_binary()
-        started = time.monotonic()
-        build()
     except FileNotFoundError:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
+    address = lb_address(args.port)
+    if args.keep:
+        print(f"open http://{address}/ in a browser once the pods are up: it follows them live")
+    try:
+        started = time.monotonic()
+        build()
     except BuildError as exc:
         print(f"control plane build failed: {exc}", file=sys.stderr)
         return 2
     print(f"control plane binaries ready in {time.monotonic() - started:.0f} s")
-    with tempfile.TemporaryDirectory(prefix="podlister-controlplane-") as tmp:
-        root = Path(tmp)
-        with ControlPlane(root / "controlplane") as plane:
-            print(f"API server {plane.url}; KUBECONFIG={plane.admin_kubeconfig}")
+    root = Path(tempfile.mkdtemp(prefix="podlister-controlplane-"))
+    print(f"control plane folder {root}")
+    try:
+        return _run(root, address, keep=args.keep)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        say(f"stopped every process; removed {root}")
+
+
+def _run(root: Path, address: str, *, keep: bool) -> int:
+    with contextlib.ExitStack() as running:
+        plane = running.enter_context(ControlPlane(root / "controlplane"))
+        print(f"API server {plane.url}; KUBECONFIG={plane.admin_kubeconfig}")
+        lb = LoadBalancer(root / "lb", address).start()
+        running.callback(lb.stop)
+        node = ProcessNode(plane, root / "node", NAMESPACE).start()
+        running.callback(node.stop)
+        proxy = ServiceProxy(plane, lb, NAMESPACE, "podlister").start()
+        running.callback(proxy.stop)
+
+        def steps(closing: threading.Event) -> None:
             kubectl(plane, "apply", "--server-side", "-k", str(REPO / "kustomize/overlays/local"))
-            lb = LoadBalancer(root / "lb", f"127.0.0.1:{args.port}").start()
-            node = ProcessNode(plane, root / "node", NAMESPACE).start()
-            proxy = ServiceProxy(plane, lb, NAMESPACE, "podlister").start()
-            try:
-                settle(node, lb, 2)
-                for replicas in (4, 1):
-                    kubectl(
-                        plane,
-                        "-n",
-                        NAMESPACE,
-                        "scale",
-                        "deploy/podlister",
-                        f"--replicas={replicas}",
-                    )
-                    settle(node, lb, replicas)
-                hold(args, f"curl {lb.url}/  or  KUBECONFIG=... kubectl get pods")
-            except KeyboardInterrupt:
-                pass
-            finally:
-                proxy.stop()
-                node.stop()
-                lb.stop()
-    return 0
+            settle(node, lb, 2, closing)
+            for replicas in (4, 1):
+                kubectl(
+                    plane, "-n", NAMESPACE, "scale", "deploy/podlister", f"--replicas={replicas}"
+                )
+                settle(node, lb, replicas, closing)
+            if keep:
+                print(
+                    f"\nrunning; try: curl {lb.url}/  or  KUBECONFIG={plane.admin_kubeconfig} "
+                    "kubectl get pods -A  (Ctrl-C or SIGTERM stops)"
+                )
+
+        failed = run_until_stopped(steps, keep=keep, closing=threading.Event())
+    for reason in failed:
+        say(f"demo failed: {reason}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
