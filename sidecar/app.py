@@ -190,12 +190,15 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
 
 def _run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) -> int:
     log.info("start", **_settings_for_log(settings))
-    if settings.template_dir is not None and not settings.template_dir.is_dir():
-        log.error(
-            "config_invalid",
-            reason=f"PODLISTER_TEMPLATE_DIR {settings.template_dir} is not a directory",
-        )
-        return ExitCode.CONFIG
+    # In a pod both are volumes the kubelet mounts before we start: a path that is not a
+    # folder is a mistake in the manifest, not something that waiting would repair.
+    for variable, folder in (
+        ("PODLISTER_OUTPUT_DIR", settings.output_dir),
+        ("PODLISTER_TEMPLATE_DIR", settings.template_dir),
+    ):
+        if folder is not None and not folder.is_dir():
+            log.error("config_invalid", reason=f"{variable} {folder} is not a directory")
+            return ExitCode.CONFIG
     try:
         connection = connect(environ)
     except ConnectionConfigError as exc:

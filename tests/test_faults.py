@@ -669,14 +669,14 @@ def test_other_signals_do_not_stop_it(api: ApiStandIn, start_sidecar: Start) -> 
     sidecar.wait_page(["10.0.0.1"])
     for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         sidecar.signal(signum)
-        wait_until(
-            lambda signum=signum: any(
-                e["signal"] == signal.Signals(signum).name and e["action"] == "ignored"
-                for e in sidecar.events("signal")
-            ),
-            timeout=5,
-            what=f"{signal.Signals(signum).name} logged as ignored",
-        )
+        name = signal.Signals(signum).name
+
+        def ignored(name: str = name) -> bool:
+            return any(
+                e["signal"] == name and e["action"] == "ignored" for e in sidecar.events("signal")
+            )
+
+        wait_until(ignored, timeout=5, what=f"{name} logged as ignored")
     assert sidecar.process is not None
     assert sidecar.process.poll() is None
     assert sidecar.probe("/healthz") == 200

@@ -195,20 +195,22 @@ def last_record(stdout: str) -> dict[str, object]:
     return dict(json.loads(lines[-1]))
 
 
-def test_a_missing_output_folder_is_reported_and_the_sidecar_keeps_running(
-    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
-) -> None:
-    """An output folder that does not exist yet is logged at start, and the sidecar stays up
-    and not ready (it cannot write) instead of exiting.
+def test_an_output_folder_that_is_not_a_folder_exits_2(tmp_path: Path) -> None:
+    """PODLISTER_OUTPUT_DIR missing, or a file: exit 2 with one JSON line naming it (in a pod
+    the emptyDir is mounted before the sidecar starts, so this is a wrong manifest).
     """
-    api.apply(slice_of("web-a", "10.0.0.1"))
-    missing = tmp_path / "not-yet"
-    late = start_sidecar(
-        output_dir=tmp_path / "unused",
-        extra_env={"PODLISTER_OUTPUT_DIR": str(missing)},
-    )
-    wait_until(lambda: late.events("output_dir_unusable"), timeout=10, what="the report")
-    wait_until(lambda: late.events("write_failed"), timeout=10, what="a failed write")
-    assert late.probe("/readyz") == 503
-    assert late.process is not None
-    assert late.process.poll() is None
+    kubeconfig = write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:1")
+    for wrong in (tmp_path / "not-there", kubeconfig):
+        result = run_to_exit(
+            {
+                "PODLISTER_SERVICE": "web",
+                "PODLISTER_OUTPUT_DIR": str(wrong),
+                "PODLISTER_LOG_FORMAT": "json",
+                "PODLISTER_HEALTH_ADDR": f"127.0.0.1:{free_port()}",
+                "KUBECONFIG": str(kubeconfig),
+            }
+        )
+        assert result.returncode == 2, result.stdout
+        assert last_record(result.stdout)["reason"] == (
+            f"PODLISTER_OUTPUT_DIR {wrong} is not a directory"
+        )
