@@ -13,7 +13,8 @@ import structlog
 
 from sidecar.backoff import DEFAULT_CAP
 from sidecar.config import ExitCode
-from sidecar.health import HealthServer, HealthState
+from sidecar.health import HealthState
+from sidecar.health_server import HealthServer
 from sidecar.kube import Connection, ConnectionConfigError, connect
 from sidecar.logs import configure_logging
 from sidecar.metrics import Metrics

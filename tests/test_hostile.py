@@ -1,0 +1,109 @@
+"""Hostile neighbours: what another pod, a ConfigMap editor or a broken API answer can throw
+at a real sidecar, and the bound that holds each time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from kubestub import endpoint, endpoint_slice
+from polling import wait_until
+from procstat import rss_kib
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from kubestub import ApiStandIn
+    from sidecar_process import SidecarProcess
+
+    Start = Callable[..., SidecarProcess]
+
+
+def host_port(sidecar: SidecarProcess) -> tuple[str, int]:
+    host, port = sidecar.health_addr.rsplit(":", 1)
+    return host, int(port)
+
+
+@contextlib.contextmanager
+def dripping(address: tuple[str, int], clients: int, every: float) -> Iterator[None]:
+    """Open `clients` connections that each send one more byte of a never-ending request head every
+    `every` seconds, reconnecting when dropped, until the block ends.
+    """
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError), socket.create_connection(address, timeout=2) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\n")
+                while not stop.wait(every):
+                    s.sendall(b"X")
+                    # A dropped connection shows as EOF or a reset on the next send.
+
+    threads = [threading.Thread(target=drip, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+def test_probes_are_answered_while_other_pods_hold_connections(
+    api: ApiStandIn, start_sidecar: Start
+) -> None:
+    """80 connections trickling a request head a byte at a time (more than every slot) do not
+    starve the kubelet: 30 probes over 3 s are all answered 200 (before: 24 of 24 refused
+    with 16 such clients).
+    """
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar()
+    sidecar.wait_page(["10.0.0.1"])
+    with dripping(host_port(sidecar), clients=80, every=0.5):
+        answers = []
+        for _ in range(30):
+            answers.append(sidecar.probe("/healthz"))
+            time.sleep(0.1)  # a probe every 100 ms, the kubelet's pace x 100
+    assert answers == [200] * 30
+
+
+def test_header_floods_do_not_grow_memory(api: ApiStandIn, start_sidecar: Start) -> None:
+    """16 requests at once, each with 99 headers of 65 KB, three rounds: every one refused
+    with 431, and the process's RSS grows by less than 8 MiB (before: 55 -> 405 MiB).
+    """
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar()
+    sidecar.wait_page(["10.0.0.1"])
+    address = host_port(sidecar)
+    before = rss_kib(sidecar.pid)
+    head = b"GET /metrics HTTP/1.1\r\n" + b"".join(
+        b"X-Big-%d: " % i + b"a" * 65_000 + b"\r\n" for i in range(99)
+    )
+    replies: list[bytes] = []
+
+    def flood() -> None:
+        with socket.create_connection(address, timeout=10) as sock:
+            with contextlib.suppress(OSError):
+                sock.sendall(head + b"\r\n")
+            reply = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    reply += chunk
+            replies.append(reply[:40])
+
+    for _ in range(3):
+        threads = [threading.Thread(target=flood) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    grown_mib = (rss_kib(sidecar.pid) - before) / 1024
+    assert len(replies) == 48
+    assert all(r.startswith(b"HTTP/1.1 431 ") for r in replies), set(replies)
+    assert grown_mib < 8, f"RSS grew by {grown_mib:.1f} MiB"
+    wait_until(lambda: sidecar.probe("/healthz") == 200, timeout=5, what="probes answered")
