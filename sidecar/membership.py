@@ -42,6 +42,8 @@ class SliceView:
     name: str
     endpoints: tuple[Endpoint, ...]
     invalid_addresses: tuple[str, ...] = ()
+    malformed: tuple[str, ...] = ()
+    """What else was wrong (conditions that are not booleans, names cut): logged, not fatal."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,17 +61,50 @@ class Membership:
         object.__setattr__(self, "addresses", tuple(member.address for member in self.ready))
 
 
-def _sort_key(address: str) -> tuple[str, SortKey] | None:
-    """Normalise an address and give its sort key; None when it is not an IP address."""
+# Longest name the API allows (DNS-1123 subdomain: pod and node names); zones are label values.
+MAX_NAME = 253
+
+
+def _sort_key(address: str, family: int | None = None) -> tuple[str, SortKey] | None:
+    """Normalise an address and give its sort key; None when the API would not accept it.
+
+    As the API validates an endpoint's IP: of the slice's family, no IPv6 scope id (``%eth0``,
+    which ``ipaddress`` takes), and not unspecified, multicast or link-local. Loopback, which
+    the API refuses too, is accepted: the local cluster of the tests runs its pods there.
+    """
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return None
+    if family is not None and ip.version != family:
+        return None
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local:
         return None
     return str(ip), (ip.version, int(ip))
 
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _name(value: object, field: str, malformed: list[str]) -> str:
+    """A name as text, cut at MAX_NAME (the API allows no longer) with a note of it."""
+    text = _text(value)
+    if len(text) > MAX_NAME:
+        malformed.append(f"{field} of {len(text)} characters cut to {MAX_NAME}")
+        return text[:MAX_NAME]
+    return text
+
+
+def _condition(conditions: Mapping[str, Any], name: str, malformed: list[str]) -> bool | None:
+    """A condition as the API defines it: true, false, or absent/null (None)."""
+    value = conditions.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    malformed.append(f"conditions.{name} is not a boolean: {str(value)[:32]!r}")
+    return False
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -81,37 +116,50 @@ def _sequence(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _pod_name(target_ref: object) -> str:
+def _pod_name(target_ref: object, malformed: list[str]) -> str:
     ref = _mapping(target_ref)
-    return _text(ref.get("name")) if ref.get("kind") == "Pod" else ""
+    return _name(ref.get("name"), "pod name", malformed) if ref.get("kind") == "Pod" else ""
+
+
+_FAMILIES = {"IPv4": 4, "IPv6": 6}
 
 
 def slice_view(obj: Mapping[str, Any]) -> SliceView:
     """Parse a discovery.k8s.io/v1 EndpointSlice; FQDN slices hold no addresses we list."""
     name = _text(_mapping(obj.get("metadata")).get("name"))
-    if _text(obj.get("addressType")) not in {"IPv4", "IPv6"}:
+    family = _FAMILIES.get(_text(obj.get("addressType")))
+    if family is None:
         return SliceView(name=name, endpoints=())
     endpoints: list[Endpoint] = []
     invalid: list[str] = []
+    malformed: list[str] = []
     for raw in _sequence(obj.get("endpoints")):
         endpoint = _mapping(raw)
         conditions = _mapping(endpoint.get("conditions"))
-        # An absent or null ``ready`` means ready (API contract for EndpointConditions).
-        ready = conditions.get("ready") is not False
-        terminating = conditions.get("terminating") is True
-        pod = _pod_name(endpoint.get("targetRef")) or _text(endpoint.get("hostname"))
-        node = _text(endpoint.get("nodeName"))
+        # An absent or null ``ready`` means ready (API contract for EndpointConditions);
+        # anything but a boolean is malformed, and not taken for ready.
+        ready = _condition(conditions, "ready", malformed) is not False
+        terminating = _condition(conditions, "terminating", malformed) is True
+        pod = _pod_name(endpoint.get("targetRef"), malformed) or _name(
+            endpoint.get("hostname"), "hostname", malformed
+        )
+        node = _name(endpoint.get("nodeName"), "nodeName", malformed)
         # Set by the EndpointSlice controller from the node's topology.kubernetes.io/zone.
-        zone = _text(endpoint.get("zone"))
+        zone = _name(endpoint.get("zone"), "zone", malformed)
         for address in _sequence(endpoint.get("addresses")):
-            parsed = _sort_key(address) if isinstance(address, str) else None
+            parsed = _sort_key(address, family) if isinstance(address, str) else None
             if parsed is None:
                 invalid.append(str(address)[:64])
                 continue
             text, key = parsed
             member = Member(address=text, pod=pod, node=node, zone=zone)
             endpoints.append(Endpoint(member, key, ready=ready, terminating=terminating))
-    return SliceView(name=name, endpoints=tuple(endpoints), invalid_addresses=tuple(invalid))
+    return SliceView(
+        name=name,
+        endpoints=tuple(endpoints),
+        invalid_addresses=tuple(invalid),
+        malformed=tuple(malformed),
+    )
 
 
 def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
@@ -119,6 +167,7 @@ def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
     name = _text(_mapping(obj.get("metadata")).get("name"))
     endpoints: list[Endpoint] = []
     invalid: list[str] = []
+    malformed: list[str] = []
     for raw_subset in _sequence(obj.get("subsets")):
         subset = _mapping(raw_subset)
         for field, ready in (("addresses", True), ("notReadyAddresses", False)):
@@ -130,10 +179,18 @@ def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
                     invalid.append(str(ip)[:64])
                     continue
                 text, key = parsed
-                pod = _pod_name(address.get("targetRef")) or _text(address.get("hostname"))
-                member = Member(address=text, pod=pod, node=_text(address.get("nodeName")))
+                pod = _pod_name(address.get("targetRef"), malformed) or _name(
+                    address.get("hostname"), "hostname", malformed
+                )
+                node = _name(address.get("nodeName"), "nodeName", malformed)
+                member = Member(address=text, pod=pod, node=node)
                 endpoints.append(Endpoint(member, key, ready=ready, terminating=False))
-    return SliceView(name=name, endpoints=tuple(endpoints), invalid_addresses=tuple(invalid))
+    return SliceView(
+        name=name,
+        endpoints=tuple(endpoints),
+        invalid_addresses=tuple(invalid),
+        malformed=tuple(malformed),
+    )
 
 
 # Lower rank wins when one address shows up in several slices (it does while it moves).

@@ -80,6 +80,14 @@ class _Resource:
             self.parse = endpoints_view
 
 
+def _report(view: SliceView) -> None:
+    """Log what a slice held that the API would not have let in (it was left out or cut)."""
+    if view.invalid_addresses:
+        log.warning("invalid_addresses", slice=view.name, addresses=view.invalid_addresses[:20])
+    if view.malformed:
+        log.warning("malformed_endpoints", slice=view.name, problems=view.malformed[:20])
+
+
 def _interrupt(response: urllib3.BaseHTTPResponse) -> None:
     """Close the socket under a read in another thread: the read raises at once."""
     with contextlib.suppress(Exception):
@@ -202,6 +210,8 @@ class EndpointWatcher:
             if self._resource.api is not Api.ENDPOINTS:
                 log.warning("endpointslice_api_absent", fallback="v1 Endpoints")
         self._resource = resource
+        for view in views:
+            _report(view)
         self._views = {view.name: view for view in views if view.name}
         self._resource_version = version
         self._resync_wanted = False
@@ -309,8 +319,7 @@ class EndpointWatcher:
             self._skip("invalid_object", b"", None)
             self._resync_wanted = True
             return
-        if view.invalid_addresses:
-            log.warning("invalid_addresses", slice=view.name, addresses=view.invalid_addresses[:20])
+        _report(view)
         if kind == "DELETED":
             self._views.pop(view.name, None)
         else:

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from kubestub import endpoint, endpoint_slice, endpoints_object
-from sidecar.membership import Member, Membership, changes, endpoints_view, membership, slice_view
+from sidecar.membership import (
+    MAX_NAME,
+    Member,
+    Membership,
+    changes,
+    endpoints_view,
+    membership,
+    slice_view,
+)
 
 
 def members(*slices: dict[str, object]) -> Membership:
@@ -128,3 +136,79 @@ def test_changes() -> None:
     old = Membership(ready=(Member("10.0.0.1"), Member("10.0.0.2")))
     new = Membership(ready=(Member("10.0.0.2"), Member("10.0.0.3")))
     assert changes(old, new) == (("10.0.0.3",), ("10.0.0.1",))
+
+
+def test_only_addresses_the_api_accepts_for_the_slice_family() -> None:
+    """As the API validates an endpoint's IP: an IPv6 scope id (which ``ipaddress`` takes:
+    ``fe80::1%eth0``, or a script tag), the other family, unspecified, multicast and
+    link-local addresses are left out and reported; the rest is listed once.
+    """
+    v6 = endpoint_slice(
+        "v6",
+        service="web",
+        address_type="IPv6",
+        endpoints=[
+            endpoint("fe80::1%<img src=x onerror=alert(4)>"),
+            endpoint("fd00::1%eth0"),
+            endpoint("fe80::1"),
+            endpoint("10.0.0.9"),
+            endpoint("::"),
+            endpoint("ff02::1"),
+            endpoint("fd00::1"),
+        ],
+    )
+    v4 = endpoint_slice(
+        "v4",
+        service="web",
+        endpoints=[
+            endpoint("fd00::2"),
+            endpoint("169.254.0.1"),
+            endpoint("0.0.0.0"),
+            endpoint("10.0.0.1"),
+        ],
+    )
+    assert members(v6, v4).addresses == ("10.0.0.1", "fd00::1")
+    assert len(slice_view(v6).invalid_addresses) == 6
+    assert slice_view(v4).invalid_addresses == ("fd00::2", "169.254.0.1", "0.0.0.0")
+
+
+def test_a_condition_that_is_not_a_boolean_is_malformed_not_ready() -> None:
+    """``ready`` absent or null means ready, as the API says; a string, a number or NaN is
+    malformed: reported, and not taken for ready.
+    """
+    slice_ = endpoint_slice(
+        "a",
+        service="web",
+        endpoints=[
+            endpoint("10.0.0.1"),
+            endpoint("10.0.0.2"),
+            endpoint("10.0.0.3"),
+            endpoint("10.0.0.4"),
+        ],
+    )
+    slice_["endpoints"][0]["conditions"] = {"ready": None}
+    slice_["endpoints"][1]["conditions"] = {"ready": "false"}
+    slice_["endpoints"][2]["conditions"] = {"ready": float("nan")}
+    slice_["endpoints"][3]["conditions"] = {"ready": True, "terminating": "yes"}
+    view = slice_view(slice_)
+    result = membership([view])
+    assert result.addresses == ("10.0.0.1", "10.0.0.4")
+    assert [m.address for m in result.not_ready] == ["10.0.0.2", "10.0.0.3"]
+    assert len(view.malformed) == 3
+    assert "conditions.ready is not a boolean: 'false'" in view.malformed
+
+
+def test_names_longer_than_the_api_allows_are_cut() -> None:
+    """A pod, node or zone name past 253 characters (a broken or hostile answer) is cut to
+    253 and reported; the address is still listed.
+    """
+    slice_ = endpoint_slice(
+        "a", service="web", endpoints=[endpoint("10.0.0.1", pod="p" * 1_000_000, node="n" * 300)]
+    )
+    view = slice_view(slice_)
+    (member,) = membership([view]).ready
+    assert (len(member.pod), len(member.node)) == (MAX_NAME, MAX_NAME)
+    assert view.malformed == (
+        f"pod name of 1000000 characters cut to {MAX_NAME}",
+        f"nodeName of 300 characters cut to {MAX_NAME}",
+    )
