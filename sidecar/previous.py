@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar.history import HISTORY_LENGTH, NAMED_ADDRESSES, Change
 from sidecar.membership import Member, Membership
+from sidecar.write import read_regular
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -104,13 +105,8 @@ def parse_previous(document: Any, *, service: str, namespace: str) -> PreviousPa
 
 def read_previous(output_dir: Path, *, service: str, namespace: str) -> PreviousPage | None:
     """The page an earlier run left in output_dir for this Service, or None."""
-    path = output_dir / "index.json"
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_PREVIOUS_BYTES + 1)
-    except OSError:
-        return None
-    if len(data) > MAX_PREVIOUS_BYTES:
+    data = read_regular(output_dir / "index.json", MAX_PREVIOUS_BYTES)
+    if data is None:
         return None
     try:
         document = json.loads(data)

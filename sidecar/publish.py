@@ -78,7 +78,7 @@ class Publisher:
         if previous is not None:
             health.page_restored()
         # Written (once) before the first page that links them.
-        self._assets: dict[str, bytes] | None = page_assets()
+        self._assets = page_assets()
         self._versions = DistinctVersions()
         # Each member's row and JSON object from the last render: a change re-renders one.
         self._fragments = Fragments()
@@ -187,9 +187,9 @@ class Publisher:
         A folder too small for the full page (a sizeLimit set for fewer pods) would
         otherwise fail every write forever and keep the pod out of the Service.
         """
-        if self._assets is not None:
-            write_files(self._settings.output_dir, self._assets)
-            self._assets = None
+        # Every time, not once: someone may have emptied or re-created the folder. Unchanged
+        # assets cost a compare, not a write.
+        write_files(self._settings.output_dir, self._assets)
         try:
             return self._write_pages(render_files(data, template, self._fragments))
         except WriteError as exc:

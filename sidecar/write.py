@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,13 +40,34 @@ def remove_stale_temps(directory: Path) -> list[str]:
     return removed
 
 
-def _unchanged(path: Path, data: bytes) -> bool:
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """The content of path if it is a regular file of at most limit bytes, else None.
+
+    The folder is shared with nginx and may be tampered with: never follow a symlink
+    (``/dev/zero`` would be read forever), never block on a FIFO, never read past the limit.
+    """
     try:
-        if path.stat().st_size != len(data):
-            return False
-        return path.read_bytes() == data
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return False
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        chunks, left = [], limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        return data if len(data) <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _unchanged(path: Path, data: bytes) -> bool:
+    return read_regular(path, len(data)) == data
 
 
 def write_atomic(path: Path, data: bytes, *, mtime_ns: int | None = None) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from kubestub import endpoint, endpoint_slice
 from polling import wait_until
 from procstat import rss_kib
+from sidecar_process import PAGE_FILES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -107,3 +108,25 @@ def test_header_floods_do_not_grow_memory(api: ApiStandIn, start_sidecar: Start)
     assert all(r.startswith(b"HTTP/1.1 431 ") for r in replies), set(replies)
     assert grown_mib < 8, f"RSS grew by {grown_mib:.1f} MiB"
     wait_until(lambda: sidecar.probe("/healthz") == 200, timeout=5, what="probes answered")
+
+
+def test_emptied_folder_gets_every_file_back(api: ApiStandIn, start_sidecar: Start) -> None:
+    """Someone empties the output folder: with the next change the pages and the page's
+    style and script are all back (before: page.css and page.js never came back).
+    """
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar()
+    sidecar.wait_page(["10.0.0.1"])
+    for entry in sidecar.output_dir.iterdir():
+        entry.unlink()
+    api.apply(
+        endpoint_slice(
+            "web-a", service="web", endpoints=[endpoint("10.0.0.1"), endpoint("10.0.0.2")]
+        )
+    )
+    sidecar.wait_page(["10.0.0.1", "10.0.0.2"])
+    wait_until(
+        lambda: sorted(p.name for p in sidecar.output_dir.iterdir()) == PAGE_FILES,
+        timeout=5,
+        what="the pages and assets",
+    )

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from typing import TYPE_CHECKING
 
 import pytest
 
-from sidecar.write import WriteError, remove_stale_temps, write_atomic, write_files
+from sidecar.write import (
+    WriteError,
+    read_regular,
+    remove_stale_temps,
+    write_atomic,
+    write_files,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -66,3 +74,29 @@ def test_write_files_reports_changed_names(tmp_path: Path) -> None:
     """write_files returns only the names whose content changed."""
     assert write_files(tmp_path, {"a": b"1", "b": b"2"}) == ["a", "b"]
     assert write_files(tmp_path, {"a": b"1", "b": b"3"}) == ["b"]
+
+
+@pytest.mark.timeout(10)
+def test_never_reads_through_a_link_or_a_fifo(tmp_path: Path) -> None:
+    """index.txt planted as a symlink to /dev/zero or as a FIFO (someone with access to the
+    folder): the unchanged-check neither reads the device forever nor blocks on the FIFO; the
+    planted entry is replaced by a regular file with the content.
+    """
+    link, fifo = tmp_path / "index.txt", tmp_path / "index.json"
+    link.symlink_to("/dev/zero")
+    os.mkfifo(fifo)
+    assert read_regular(link, 1 << 20) is None
+    assert read_regular(fifo, 1 << 20) is None
+    assert write_atomic(link, b"")
+    assert write_atomic(fifo, b"{}\n")
+    assert not link.is_symlink()
+    assert link.read_bytes() == b""
+    assert stat.S_ISREG(fifo.lstat().st_mode)
+
+
+def test_read_regular_stops_at_the_limit(tmp_path: Path) -> None:
+    """A regular file larger than the limit reads as None; one within it, whole."""
+    target = tmp_path / "index.json"
+    target.write_bytes(b"x" * 100)
+    assert read_regular(target, 99) is None
+    assert read_regular(target, 100) == b"x" * 100
