@@ -177,7 +177,7 @@ def test_a_probe_always_gets_a_slot() -> None:
     """
     with serving(HealthState(stuck_after=10), request_deadline=30) as server:
         host, port = server.address
-        held = []
+        held: list[socket.socket] = []
         try:
             held.extend(half_sent(host, port) for _ in range(MAX_CONNECTIONS))
             wait_until(
