@@ -163,3 +163,35 @@ def test_each_version_of_index_json_has_its_own_etag(
     assert json.loads(body)["addresses"] == [address]
     assert get(pod, "/index.json", if_none_match=etag)[0] == 304
     assert get(pod, "/index.json", if_none_match=f"{old}, {etag}")[0] == 304
+
+
+def test_many_ranges_do_not_multiply_the_answer(pod: NginxPod) -> None:
+    """200 one-byte ranges of index.json get the file once (at most max_ranges 1), not a
+    multipart answer many times its size; one range still works.
+    """
+    write_pages(pod, "10.0.0.1")
+    size = (pod.html / "index.json").stat().st_size
+    ranges = "bytes=" + ",".join(f"{i}-{i}" for i in range(200))
+    request = urllib.request.Request(pod.url + "/index.json", headers={"Range": ranges})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        body = response.read()
+        assert response.status == 200
+        assert "multipart" not in response.headers["Content-Type"]
+    assert len(body) == size
+    one = urllib.request.Request(pod.url + "/index.json", headers={"Range": "bytes=0-0"})  # noqa: S310
+    with urllib.request.urlopen(one, timeout=5) as response:  # noqa: S310
+        assert (response.status, response.read()) == (206, b"{")
+
+
+def test_a_planted_symlink_is_not_followed(pod: NginxPod) -> None:
+    """index.txt replaced by a symlink to /etc/passwd (someone with the folder's access): nginx
+    refuses it rather than serve the file it points to; the pages still serve.
+    """
+    write_pages(pod, "10.0.0.1")
+    planted = pod.html / "index.txt"
+    planted.unlink()
+    planted.symlink_to("/etc/passwd")
+    status, _, body = get(pod, "/index.txt")
+    assert status in {403, 404, 503}
+    assert b"root:" not in body
+    assert get(pod, "/index.json")[0] == 200
