@@ -394,3 +394,30 @@ def test_kubeconform_strict(rendered: dict[str, Path], linters: Path, version: s
     assert result.returncode == 0, result.stdout + result.stderr
     objects = sum(len(docs(rendered, variant)) for variant in rendered)
     assert f"Valid: {objects}, Invalid: 0, Errors: 0, Skipped: 0" in result.stdout, result.stdout
+
+
+def test_local_overlay_gets_node_port_30080(rendered: dict[str, Path]) -> None:
+    """The local overlay's Service is a NodePort on 30080, as its header and the README say
+    (a patch entry without the protocol did not merge, and the nodePort was dropped).
+    """
+    service = one(docs(rendered, "local"), "Service")
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http", "nodePort": 30080}
+    ]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_metrics_port_only_for_labelled_namespaces(
+    rendered: dict[str, Path], variant: str
+) -> None:
+    """Port 8081 (probes and metrics) is open only to namespaces labelled
+    podlister/metrics=scrape; the page's port 8080 to everyone; nothing else comes in.
+    """
+    policy = one(docs(rendered, variant), "NetworkPolicy")
+    rules = {r["ports"][0]["port"]: r.get("from") for r in policy["spec"]["ingress"]}
+    assert rules == {
+        8080: None,
+        8081: [{"namespaceSelector": {"matchLabels": {"podlister/metrics": "scrape"}}}],
+    }
+    assert all(len(r["ports"]) == 1 for r in policy["spec"]["ingress"])
