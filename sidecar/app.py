@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from sidecar.config import Settings
-    from sidecar.render import PageTemplate
+    from sidecar.render import Template
 
 log = structlog.get_logger("sidecar")
 
@@ -71,7 +71,7 @@ def _stuck_after(settings: Settings) -> float:
     return 2 * (settings.idle_timeout + CONNECT_TIMEOUT + DEFAULT_CAP)
 
 
-def _first_template(settings: Settings, metrics: Metrics) -> PageTemplate:
+def _first_template(settings: Settings, metrics: Metrics) -> Template:
     """The configured template, or the packaged page when it is broken.
 
     A broken ConfigMap must not crash-loop every new pod: they start with the packaged
@@ -88,7 +88,7 @@ def _first_template(settings: Settings, metrics: Metrics) -> PageTemplate:
 def _workers(  # noqa: PLR0913 - the collaborators the threads run
     *,
     settings: Settings,
-    template: PageTemplate,
+    template: Template,
     publisher: Publisher,
     watcher: EndpointWatcher,
     health: HealthState,

@@ -15,7 +15,14 @@ from sidecar.etag import DistinctVersions
 from sidecar.fragments import Fragments
 from sidecar.history import change_between, with_change
 from sidecar.membership import Membership, membership
-from sidecar.render import PageData, PageTemplate, TemplateError, page_assets, render_files
+from sidecar.render import (
+    PageData,
+    Template,
+    TemplateError,
+    packaged_template,
+    page_assets,
+    render_files,
+)
 from sidecar.write import WriteError, write_files
 
 if TYPE_CHECKING:
@@ -50,14 +57,18 @@ class Publisher:
         self,
         *,
         settings: Settings,
-        template: PageTemplate,
+        template: Template,
         health: HealthState,
         metrics: Metrics,
         stop_event: threading.Event,
         previous: PreviousPage | None = None,
+        fallback: Template | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Wire the publisher; nothing is written before there is news."""
+        """Wire the publisher; nothing is written before there is news.
+
+        ``fallback`` (default: the packaged page) renders when the template fails.
+        """
         self._settings = settings
         self._health, self._metrics = health, metrics
         self._stop = stop_event
@@ -65,6 +76,7 @@ class Publisher:
         self._wake = threading.Condition()
         self._snapshot: Snapshot | None = None
         self._template = template
+        self._fallback = fallback or packaged_template()
         self._stale_since: dt.datetime | None = None
         self._dirty = False
         self._not_before = 0.0
@@ -96,9 +108,11 @@ class Publisher:
             self._dirty = True
             self._wake.notify()
 
-    def set_template(self, template: PageTemplate) -> None:
+    def set_template(self, template: Template) -> None:
         """Use a new, already validated template and re-render with it."""
         with self._wake:
+            if self._template is not self._fallback:
+                self._template.close()
             self._template = template
             self._dirty = self._has_page()
             self._wake.notify()
@@ -143,7 +157,7 @@ class Publisher:
         return self._snapshot is not None or self._previous is not None
 
     def _publish(
-        self, snapshot: Snapshot | None, template: PageTemplate, stale: dt.datetime | None
+        self, snapshot: Snapshot | None, template: Template, stale: dt.datetime | None
     ) -> None:
         if snapshot is not None:
             current, source = membership(snapshot.views), snapshot.source
@@ -171,9 +185,7 @@ class Publisher:
         )
         try:
             written = self._write(data, template)
-        except TemplateError as exc:
-            # Keep the last good page; a new snapshot or template will try again.
-            self._metrics.errors.labels("template").inc()
+        except TemplateError as exc:  # only if even the compact packaged page fails: a bug
             log.error("render_failed", **exc.fields())
             return
         except WriteError as exc:
@@ -181,7 +193,7 @@ class Publisher:
             return
         self._written(current, state, received_at, written)
 
-    def _write(self, data: PageData, template: PageTemplate) -> list[str]:
+    def _write(self, data: PageData, template: Template) -> list[str]:
         """Write the pages; when they do not fit, the compact pages (every address still).
 
         A folder too small for the full page (a sizeLimit set for fewer pods) would
@@ -191,13 +203,13 @@ class Publisher:
         # assets cost a compare, not a write.
         write_files(self._settings.output_dir, self._assets)
         try:
-            return self._write_pages(render_files(data, template, self._fragments))
+            return self._write_pages(self._render(data, template))
         except WriteError as exc:
             if exc.cause.errno not in _NO_SPACE:
                 raise
             full_failed = exc
         compact = data.compacted()
-        written = self._write_pages(render_files(compact, template, self._fragments))
+        written = self._write_pages(self._render(compact, self._template))
         self._metrics.errors.labels("write_compact").inc()
         log.warning(
             "write_compact",
@@ -206,6 +218,30 @@ class Publisher:
             addresses=len(compact.membership.ready),
         )
         return written
+
+    def _render(self, data: PageData, template: Template) -> dict[str, bytes]:
+        """The files, whatever the template or the data: a page is always written.
+
+        A template that fails on real data (an error, or a CPU or memory bound) is rejected
+        like one that does not compile, and the packaged page takes its place until a new
+        template comes. Data too large for the packaged page (a hostile API answer) gives
+        the compact page: every address, without names or history.
+        """
+        try:
+            return render_files(data, template, self._fragments)
+        except TemplateError as exc:
+            self._metrics.errors.labels("template").inc()
+            if template is not self._fallback:
+                log.error("template_rejected", **exc.fields(), keeping=self._fallback.origin)
+                with self._wake:
+                    if self._template is template:
+                        self._template = self._fallback
+                template.close()
+                return self._render(data, self._fallback)
+            if data.compact:
+                raise  # the compact page of the packaged template cannot fail: a bug
+            log.error("render_compact", **exc.fields(), addresses=len(data.membership.ready))
+        return render_files(data.compacted(), self._fallback, self._fragments)
 
     def _write_pages(self, files: dict[str, bytes]) -> list[str]:
         # One modification time for all three, chosen here so the second that keeps

@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 from jinja2.exceptions import SecurityError
@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sidecar.fragments import Fragments, member_fields
 from sidecar.history import Change
 from sidecar.membership import Member, Membership
+from sidecar.template_process import TemplateWorker, WorkerFailedError, render_request
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -76,13 +77,38 @@ class PageData:
         )
 
 
+class Template(Protocol):
+    """A page template: the packaged one in-process, or a ConfigMap's in a bounded child."""
+
+    @property
+    def origin(self) -> str:
+        """Where it came from: a file's path, or ``<packaged>/...``."""
+
+    @property
+    def source(self) -> str:
+        """Its text."""
+
+    def render_page(self, data: PageData, scalars: dict[str, Any], fragments: Fragments) -> str:
+        """The HTML page; TemplateError naming file and line when it cannot be rendered."""
+
+    def close(self) -> None:
+        """Release what the template holds (a child process); it may be used again after."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PageTemplate:
-    """A compiled template and where it came from."""
+    """A compiled template and where it came from, rendered in this process."""
 
     template: jinja2.Template
     origin: str
     source: str
+
+    def render_page(self, data: PageData, scalars: dict[str, Any], fragments: Fragments) -> str:
+        """The HTML page from the template's variables for data."""
+        return self.render(template_context(data, scalars, fragments))
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def render(self, context: dict[str, Any]) -> str:
         """Render within the sandbox's bounds; raise TemplateError naming file and line."""
@@ -269,6 +295,8 @@ def _environment() -> _Sandbox:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "the render needed more memory than its bound"
     if isinstance(exc, SecurityError):
         return f"not allowed in the sandbox: {exc}"
     return str(exc) or type(exc).__name__
@@ -332,7 +360,45 @@ def page_assets() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in ASSET_NAMES}
 
 
-def load_template(template_dir: Path | None) -> PageTemplate:
+class IsolatedPageTemplate:
+    """A template from outside, compiled and rendered in a bounded child process."""
+
+    def __init__(self, source: str, origin: str) -> None:
+        """Nothing runs before compile() or the first render."""
+        self.source, self.origin = source, origin
+        self._worker = TemplateWorker(source, origin)
+
+    def compile(self) -> IsolatedPageTemplate:
+        """Compile and try it on sample data in the child; TemplateError if that fails."""
+        self._answer({"op": "compile"})
+        return self
+
+    def render_page(self, data: PageData, scalars: dict[str, Any], fragments: Fragments) -> str:
+        """The HTML page, rendered by the child (the fragments stay with the child)."""
+        del fragments  # the child keeps its own
+        html: str = self._answer(render_request(data, scalars))["html"]
+        return html
+
+    def close(self) -> None:
+        """End the child process."""
+        self._worker.close()
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer = self._worker.ask(request)
+        except WorkerFailedError as exc:
+            self._worker.close()
+            raise TemplateError(file=self.origin, line=None, reason=str(exc)) from exc
+        error = answer.get("error")
+        if isinstance(error, dict):
+            self._worker.close()
+            raise TemplateError(
+                file=self.origin, line=error.get("line"), reason=str(error.get("reason"))
+            )
+        return answer
+
+
+def load_template(template_dir: Path | None) -> Template:
     """The override in template_dir when it has one, else the packaged page."""
     if template_dir is None:
         return packaged_template()
@@ -343,11 +409,11 @@ def load_template(template_dir: Path | None) -> PageTemplate:
         return packaged_template()
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(file=str(path), line=None, reason=str(exc)) from exc
-    return compile_template(source, str(path))
+    return IsolatedPageTemplate(source, str(path)).compile()
 
 
 def render_files(
-    data: PageData, page: PageTemplate, fragments: Fragments | None = None
+    data: PageData, page: Template, fragments: Fragments | None = None
 ) -> dict[str, bytes]:
     """The three outputs, by file name; raise TemplateError if the HTML fails to render.
 
@@ -357,7 +423,7 @@ def render_files(
     pieces = fragments if fragments is not None else Fragments()
     # Built once for all three files: at 10,000 members the address list is not free.
     scalars = _scalars(data)
-    html = page.render(template_context(data, scalars, pieces))
+    html = page.render_page(data, scalars, pieces)
     document = _document(data, scalars, pieces)
     pieces.finish()
     return {

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from sidecar.health import HealthState
     from sidecar.metrics import Metrics
-    from sidecar.render import PageTemplate
+    from sidecar.render import Template
 
 log = structlog.get_logger("sidecar.templates")
 WORKER = "templates"
@@ -25,8 +25,8 @@ WORKER = "templates"
 def watch_templates(  # noqa: PLR0913 - keyword-only wiring
     *,
     template_dir: Path,
-    current: PageTemplate,
-    on_template: Callable[[PageTemplate], None],
+    current: Template,
+    on_template: Callable[[Template], None],
     health: HealthState,
     metrics: Metrics,
     stop_event: threading.Event,
@@ -57,6 +57,7 @@ def watch_templates(  # noqa: PLR0913 - keyword-only wiring
         finally:
             health.waiting(WORKER)  # back to waiting for the next change, loaded or not
         if template.source == current.source:
+            template.close()
             continue
         current = template
         log.info("template_reloaded", origin=template.origin)

@@ -5,11 +5,15 @@ at a real sidecar, and the bound that holds each time.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
 from typing import TYPE_CHECKING
 
+import pytest
+
+from kubelet_volume import write_volume
 from kubestub import endpoint, endpoint_slice
 from polling import wait_until
 from procstat import rss_kib
@@ -17,6 +21,7 @@ from sidecar_process import PAGE_FILES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from kubestub import ApiStandIn
     from sidecar_process import SidecarProcess
@@ -130,3 +135,90 @@ def test_emptied_folder_gets_every_file_back(api: ApiStandIn, start_sidecar: Sta
         timeout=5,
         what="the pages and assets",
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_template_that_spins_on_real_data_is_rejected_and_the_page_goes_on(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """A ConfigMap template that passes the load check (sample data) and spins on the real
+    Service: its render is stopped at the CPU bound in the child, it is rejected (logged with
+    its file, counted), the packaged page is written instead, later pods appear, and the
+    sidecar stays live and ready (before: the publisher hung, new pods never listed).
+    """
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    write_volume(
+        templates,
+        "v1",
+        {
+            "index.html.j2": '{% if service != "sample" %}{% set s = "x"*4000000 %}'
+            "{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}{% endif %}mine"
+        },
+    )
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar(extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)})
+    sidecar.wait_page(["10.0.0.1"], timeout=30)
+    (rejected,) = sidecar.events("template_rejected")
+    assert rejected["file"] == str(templates / "index.html.j2")
+    assert "CPU" in rejected["reason"]
+    api.apply(
+        endpoint_slice(
+            "web-a", service="web", endpoints=[endpoint(f"10.0.0.{i}") for i in range(1, 6)]
+        )
+    )
+    sidecar.wait_page([f"10.0.0.{i}" for i in range(1, 6)])
+    assert sidecar.probe("/healthz") == 200
+    assert sidecar.probe("/readyz") == 200
+    sidecar.wait_metric("podlister_errors_total", 1, kind="template")
+
+
+def test_names_past_the_api_limits_still_make_a_page(api: ApiStandIn, start_sidecar: Start) -> None:
+    """One endpoint with a 1 MB pod name: the name is cut at 253 characters (logged) and the
+    page is written; pods added later appear (before: no file was written again).
+    """
+    api.apply(
+        endpoint_slice(
+            "web-a", service="web", endpoints=[endpoint("10.0.0.1", pod="p" * 1_000_000)]
+        )
+    )
+    sidecar = start_sidecar()
+    sidecar.wait_page(["10.0.0.1"])
+    assert sidecar.events("malformed_endpoints")
+    api.apply(endpoint_slice("web-b", service="web", endpoints=[endpoint("10.0.0.2")]))
+    sidecar.wait_page(["10.0.0.1", "10.0.0.2"])
+
+
+@pytest.mark.timeout(120)
+def test_a_membership_too_large_for_the_page_is_written_compact(
+    api: ApiStandIn, start_sidecar: Start
+) -> None:
+    """7,000 members with 253-character pod and node names and 63-character zones (what the
+    API allows) make a page past the render bound: the compact page (every address) is
+    written instead, and the next change is written too (before: nothing was written again).
+    """
+    long_name = "n" * 253
+    for s in range(70):
+        api.apply(
+            endpoint_slice(
+                f"web-{s}",
+                service="web",
+                endpoints=[
+                    endpoint(
+                        f"10.1.{s}.{i}",
+                        pod=f"{i:03d}" + long_name[3:],
+                        node=long_name,
+                        zone="z" * 63,
+                    )
+                    for i in range(1, 101)
+                ],
+            )
+        )
+    sidecar = start_sidecar()
+    wait_until(lambda: len(sidecar.addresses() or []) == 7000, timeout=60, what="7,000 addresses")
+    assert sidecar.events("render_compact")
+    document = json.loads((sidecar.output_dir / "index.json").read_text())
+    assert document["compact"] is True
+    api.delete("endpointslices", "web-7")
+    wait_until(lambda: len(sidecar.addresses() or []) == 6900, timeout=30, what="6,900 addresses")
+    assert sidecar.probe("/readyz") == 200

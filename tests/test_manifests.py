@@ -408,9 +408,7 @@ def test_local_overlay_gets_node_port_30080(rendered: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_metrics_port_only_for_labelled_namespaces(
-    rendered: dict[str, Path], variant: str
-) -> None:
+def test_metrics_port_only_for_labelled_namespaces(rendered: dict[str, Path], variant: str) -> None:
     """Port 8081 (probes and metrics) is open only to namespaces labelled
     podlister/metrics=scrape; the page's port 8080 to everyone; nothing else comes in.
     """

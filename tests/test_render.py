@@ -139,7 +139,11 @@ def test_override_and_fallback(tmp_path: Path) -> None:
     assert load_template(tmp_path).origin.startswith("<packaged>")
     (tmp_path / "index.html.j2").write_text("{{ addresses | join(',') }}")
     page = load_template(tmp_path)
-    assert render_files(data("10.0.0.1", "10.0.0.2"), page)["index.html"] == b"10.0.0.1,10.0.0.2"
+    try:
+        html = render_files(data("10.0.0.1", "10.0.0.2"), page)["index.html"]
+    finally:
+        page.close()
+    assert html == b"10.0.0.1,10.0.0.2"
 
 
 def test_runtime_render_failure_is_a_template_error() -> None:
