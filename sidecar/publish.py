@@ -77,6 +77,8 @@ class Publisher:
         self._snapshot: Snapshot | None = None
         self._template = template
         self._fallback = fallback or packaged_template()
+        # The latest template from outside that rendered real data: the one to go back to.
+        self._last_good: Template | None = None
         self._stale_since: dt.datetime | None = None
         self._dirty = False
         self._not_before = 0.0
@@ -111,11 +113,11 @@ class Publisher:
     def set_template(self, template: Template) -> None:
         """Use a new, already validated template and re-render with it."""
         with self._wake:
-            if self._template is not self._fallback:
-                self._template.close()
-            self._template = template
+            old, self._template = self._template, template
             self._dirty = self._has_page()
             self._wake.notify()
+        if old is not self._fallback and old is not self._last_good:
+            old.close()
 
     def set_stale(self, since: dt.datetime | None) -> None:
         """The API is unreachable since then (None: reachable again); the page says so."""
@@ -223,25 +225,39 @@ class Publisher:
         """The files, whatever the template or the data: a page is always written.
 
         A template that fails on real data (an error, or a CPU or memory bound) is rejected
-        like one that does not compile, and the packaged page takes its place until a new
-        template comes. Data too large for the packaged page (a hostile API answer) gives
-        the compact page: every address, without names or history.
+        like one that does not compile: the last template that rendered real data takes its
+        place, else the packaged page, until a new template comes. Data too large for the
+        packaged page (a hostile API answer) gives the compact page: every address, without
+        names or history.
         """
         try:
-            return render_files(data, template, self._fragments)
+            files = render_files(data, template, self._fragments)
         except TemplateError as exc:
-            self._metrics.errors.labels("template").inc()
             if template is not self._fallback:
-                log.error("template_rejected", **exc.fields(), keeping=self._fallback.origin)
-                with self._wake:
-                    if self._template is template:
-                        self._template = self._fallback
-                template.close()
-                return self._render(data, self._fallback)
+                self._metrics.errors.labels("template").inc()
+                return self._render(data, self._reject(template, exc))
             if data.compact:
                 raise  # the compact page of the packaged template cannot fail: a bug
+            self._metrics.errors.labels("render_compact").inc()
             log.error("render_compact", **exc.fields(), addresses=len(data.membership.ready))
-        return render_files(data.compacted(), self._fallback, self._fragments)
+            return render_files(data.compacted(), self._fallback, self._fragments)
+        if template is not self._fallback and template is not self._last_good:
+            old, self._last_good = self._last_good, template
+            if old is not None and old is not self._template:
+                old.close()
+        return files
+
+    def _reject(self, template: Template, exc: TemplateError) -> Template:
+        """Drop a template that failed on real data; the one to render with instead."""
+        template.close()
+        if self._last_good is template:
+            self._last_good = None
+        instead = self._last_good or self._fallback
+        log.error("template_rejected", **exc.fields(), keeping=instead.origin)
+        with self._wake:
+            if self._template is template:
+                self._template = instead
+        return instead
 
     def _write_pages(self, files: dict[str, bytes]) -> list[str]:
         # One modification time for all three, chosen here so the second that keeps

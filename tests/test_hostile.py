@@ -141,33 +141,30 @@ def test_emptied_folder_gets_every_file_back(api: ApiStandIn, start_sidecar: Sta
 def test_a_template_that_spins_on_real_data_is_rejected_and_the_page_goes_on(
     api: ApiStandIn, start_sidecar: Start, tmp_path: Path
 ) -> None:
-    """A ConfigMap template that passes the load check (sample data) and spins on the real
-    Service: its render is stopped at the CPU bound in the child, it is rejected (logged with
-    its file, counted), the packaged page is written instead, later pods appear, and the
+    """A ConfigMap update whose template passes the load check (sample data) but spins on
+    the real Service: its render is stopped at the CPU bound in the child, it is rejected
+    (logged with its file, counted), the last good template renders every change, and the
     sidecar stays live and ready (before: the publisher hung, new pods never listed).
     """
     templates = tmp_path / "templates"
     templates.mkdir()
-    write_volume(
-        templates,
-        "v1",
-        {
-            "index.html.j2": '{% if service != "sample" %}{% set s = "x"*4000000 %}'
-            "{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}{% endif %}mine"
-        },
-    )
+    write_volume(templates, "v1", {"index.html.j2": "v1:{{ addresses | join(',') }}"})
     api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
     sidecar = start_sidecar(extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)})
-    sidecar.wait_page(["10.0.0.1"], timeout=30)
+    sidecar.wait_file("index.html", lambda text: text == "v1:10.0.0.1")
+    spin = '{% set s = "x"*4000000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}'
+    write_volume(
+        templates, "v2", {"index.html.j2": f'{{% if service != "sample" %}}{spin}{{% endif %}}v2'}
+    )
+    wait_until(lambda: sidecar.events("template_rejected"), timeout=60, what="rejected")
     (rejected,) = sidecar.events("template_rejected")
     assert rejected["file"] == str(templates / "index.html.j2")
     assert "CPU" in rejected["reason"]
-    api.apply(
-        endpoint_slice(
-            "web-a", service="web", endpoints=[endpoint(f"10.0.0.{i}") for i in range(1, 6)]
-        )
-    )
-    sidecar.wait_page([f"10.0.0.{i}" for i in range(1, 6)])
+    assert rejected["keeping"] == str(templates / "index.html.j2")  # v1, from the same path
+    addresses = [f"10.0.0.{i}" for i in range(1, 6)]
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint(a) for a in addresses]))
+    sidecar.wait_page(addresses)
+    sidecar.wait_file("index.html", lambda text: text == "v1:" + ",".join(addresses))
     assert sidecar.probe("/healthz") == 200
     assert sidecar.probe("/readyz") == 200
     sidecar.wait_metric("podlister_errors_total", 1, kind="template")
