@@ -25,7 +25,8 @@ class Metrics:
         )
         self.watch_restarts = Counter(
             "podlister_watch_restarts",
-            "Watches (re)started, by reason (initial, timeout, idle, expired, error, ...).",
+            "Watches (re)started, by reason: initial, timeout, idle, resync, expired, connection,"
+            " malformed, or the kind of the error that ended the last one (forbidden, server...).",
             ["reason"],
             registry=r,
         )
@@ -61,7 +62,11 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
-        self.ready = Gauge("podlister_ready", "1 once the first page is written.", registry=r)
+        self.ready = Gauge(
+            "podlister_ready",
+            "1 while /readyz answers 200: a page exists and the latest write succeeded.",
+            registry=r,
+        )
         self.watch_healthy = Gauge(
             "podlister_watch_healthy", "1 while the watch makes progress.", registry=r
         )
