@@ -91,7 +91,7 @@ class Publisher:
         self._history: tuple[Change, ...] = previous.changes if previous else ()
         if previous is not None:
             health.page_restored()
-        # Written (once) before the first page that links them.
+        # Written with every page set (an unchanged asset is only compared, not rewritten).
         self._assets = page_assets()
         self._versions = DistinctVersions()
         # Each member's row and JSON object from the last render: a change re-renders one.
