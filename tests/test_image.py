@@ -8,6 +8,7 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,7 +23,6 @@ from sidecar_process import PAGE_FILES
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from controlplane.cluster import ControlPlane
 
@@ -194,3 +194,24 @@ def status(url: str) -> int:
         return exc.code
     except OSError:
         return 0
+
+
+def test_base_image_command_names_the_base(image: str) -> None:
+    """`tox -e base-image`, as the README gives it: with the base made (the image fixture made
+    it), it prints the name to pass to the release's --base and exits 0.
+    """
+    del image  # made the base
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [str(repo / ".venv" / "bin" / "tox"), "-e", "base-image"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (
+        "localhost/podlister-python:bookworm  (use it: tox -e release -- "
+        "REGISTRY/podlister-sidecar --base localhost/podlister-python:bookworm)"
+    ) in result.stdout

@@ -99,6 +99,10 @@ def test_release_pins_the_digest_the_registry_serves(registry: str, tmp_path: Pa
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"kubectl apply -k {overlay}" in result.stdout
+    # The pin is the generated component's; the overlay itself is as committed.
+    committed = REPO / "kustomize" / "overlays" / "do" / "kustomization.yaml"
+    assert (overlay / "kustomization.yaml").read_bytes() == committed.read_bytes()
+    assert f"pinned in {overlay / 'image' / 'kustomization.yaml'}" in result.stdout
     digest = served_digest(registry, "podlister-sidecar", "0.1.0")
     rendered = subprocess.run(
         ["kubectl", "kustomize", str(overlay)],
@@ -110,3 +114,37 @@ def test_release_pins_the_digest_the_registry_serves(registry: str, tmp_path: Pa
     deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
     sidecar = deployment["spec"]["template"]["spec"]["initContainers"][0]
     assert sidecar["image"] == f"{repository}@{digest}"
+
+
+def run_release(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "image.release", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+    )
+
+
+def test_release_failures_are_one_line(tmp_path: Path) -> None:
+    """A release that cannot build (the Dockerfile's base cannot be pulled here), cannot push
+    (nothing listens) ends with exit 2 and one line saying what to do:
+    no traceback.
+    """
+    no_base = run_release("127.0.0.1:1/podlister-sidecar")
+    assert no_base.returncode == 2
+    assert no_base.stderr.count("\n") == 1, no_base.stderr
+    assert "tox -e base-image" in no_base.stderr
+    assert "--base localhost/podlister-python:bookworm" in no_base.stderr
+
+    no_push = run_release(
+        "127.0.0.1:1/podlister-sidecar",
+        f"--overlay={tmp_path}",
+        "--base=localhost/podlister-python:bookworm",
+    )
+    assert no_push.returncode == 2
+    assert no_push.stderr.count("\n") == 1, no_push.stderr
+    assert "push to 127.0.0.1:1/podlister-sidecar:0.1.0 failed" in no_push.stderr
+    assert "buildah login" in no_push.stderr
+    assert "Traceback" not in no_base.stderr + no_push.stderr

@@ -1,5 +1,7 @@
 """Build the sidecar image with Debian's buildah, and a Python base for it with mmdebstrap.
 
+``tox -e base-image`` (``python -m image.build`` from tests/) makes the base and prints its name.
+
 No container registry is reachable from our machines, so the base is made here from Debian's
 packages (python3, python3-venv) and imported into local storage; the Dockerfile builds
 against it with ``--build-arg PYTHON_IMAGE`` and never pulls.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -116,3 +119,22 @@ def _build(tag: str, *, base: str | None, iidfile: Path) -> None:
     if Path(pip_config).is_file():
         command += ["--secret", f"id=pipconf,src={pip_config}"]
     _run([*command, str(REPO)], timeout=1200)
+
+
+def main() -> int:
+    """Make the Debian base (``tox -e base-image``) and print its name; 2 with the reason."""
+    missing = missing_tools()
+    if missing:
+        print(f"base-image: apt-get install {' '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        name = build_base()
+    except ImageBuildError as exc:
+        print(f"base-image: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"{name}  (use it: tox -e release -- REGISTRY/podlister-sidecar --base {name})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
