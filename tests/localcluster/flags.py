@@ -55,7 +55,7 @@ def lb_address(port: int | None) -> str:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
-            print(  # noqa: T201 - the demo's output
+            print(
                 f"port {port} on 127.0.0.1 is not free ({exc.strerror}): choose another with "
                 "--port, or leave --port out for a free one",
                 file=sys.stderr,
@@ -67,7 +67,7 @@ def lb_address(port: int | None) -> str:
 def say(line: str) -> None:
     """Print, unless nobody reads any more (tox ended and took the pipe with it)."""
     with contextlib.suppress(OSError):
-        print(line)  # noqa: T201 - the demo's output
+        print(line)
 
 
 def run_until_stopped(
