@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import shutil
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,6 +23,7 @@ from controlplane.objects import (
     kustomize,
 )
 from controlplane.rest import ApiError
+from kubelet_volume import write_volume
 from polling import wait_until
 from ports import free_port
 
@@ -191,6 +193,26 @@ def test_a_role_without_watch_gets_the_clear_403_log(
             "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
         },
     )
+    # The API server's authorizer learns of the new binding from its own watch: on a busy
+    # machine the sidecar's list could come first and be refused too. Start once it can list.
+    account = f"system:serviceaccount:{namespace}:reader"
+    wait_until(
+        lambda: (
+            control_plane.kubectl(
+                "auth",
+                "can-i",
+                "list",
+                "endpointslices.discovery.k8s.io",
+                "-n",
+                namespace,
+                "--as",
+                account,
+            ).stdout.strip()
+            == "yes"
+        ),
+        timeout=30,
+        what="the Role in force",
+    )
     kubeconfig = control_plane.kubeconfig_for(tmp_path / "reader.kubeconfig", namespace, "reader")
     sidecar = sidecars.start(kubeconfig, namespace=namespace)
 
@@ -326,3 +348,55 @@ def test_do_overlay_hpa_finds_and_can_scale_its_deployment(control_plane: Contro
         # goes back to the base's ClusterIP.
         control_plane.rest.delete(base)
         control_plane.rest.delete(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")
+
+
+def test_example_overlay_keeps_its_template_through_a_second_apply(
+    control_plane: ControlPlane, tmp_path: Path, sidecars: PlaneSidecars
+) -> None:
+    """`kubectl apply -k` of the example overlay (the do overlay as its base; the page template
+    from a configMapGenerator with behavior: replace), twice: the ConfigMap still holds the
+    custom template (a hand-made change was emptied by the next apply of the base), a sidecar
+    given that ConfigMap as its template folder serves the custom page, and the replica
+    range, CPU target and image are the overlay's.
+    """
+    namespace = "example-overlay"
+    # The overlay as a user copies it, applied into a namespace of this test's own, so that
+    # the other tests' objects in the base's namespace are not touched.
+    for folder in ("k8s", "kustomize"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    wrapper = tmp_path / "wrapper"
+    wrapper.mkdir()
+    (wrapper / "kustomization.yaml").write_text(
+        f"namespace: {namespace}\nresources:\n  - ../kustomize/overlays/example\n",
+        encoding="utf-8",
+    )
+    rest = control_plane.rest
+    try:
+        for _ in range(2):
+            applied = control_plane.kubectl("apply", "-k", str(wrapper))
+            assert applied.returncode == 0, applied.stderr
+        page = rest.get(f"/api/v1/namespaces/{namespace}/configmaps/podlister-page")
+        template = (REPO / "kustomize/overlays/example/index.html.j2").read_text(encoding="utf-8")
+        assert page["data"] == {"index.html.j2": template}
+        hpa = rest.get(
+            f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/podlister"
+        )["spec"]
+        assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 20)
+        assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+        deployment = rest.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/podlister")
+        images = [c["image"] for c in deployment["spec"]["template"]["spec"]["initContainers"]]
+        assert images[0].startswith("registry.example.com/podlister-sidecar@sha256:")
+
+        templates = tmp_path / "page"
+        templates.mkdir()
+        write_volume(templates, "v1", page["data"])
+        # As the admin: what is under test is the template, not the RBAC (other tests).
+        sidecar = sidecars.start(
+            control_plane.admin_kubeconfig,
+            namespace=namespace,
+            extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)},
+        )
+        sidecar.wait_file("index.html", lambda text: "pods behind podlister</h1>" in text)
+    finally:
+        with contextlib.suppress(ApiError):
+            rest.delete(f"/api/v1/namespaces/{namespace}")
