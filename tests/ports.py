@@ -37,6 +37,7 @@ def pod_network() -> str:
     so another run (which could have picked the same) moves on to another. The lock goes
     with the process, however it ends; at a normal exit the file is removed too.
     """
+    _sweep()
     rng = random.Random()
     for _ in range(1000):
         prefix = f"127.{rng.randint(2, 254)}.{rng.randint(0, 255)}."
@@ -46,6 +47,15 @@ def pod_network() -> str:
             return prefix
     msg = f"no free block of loopback addresses after 1,000 tries (claims in {CLAIMS})"
     raise RuntimeError(msg)
+
+
+def _sweep() -> None:
+    """Remove the claims of runs that were killed (their lock went with them, their file not)."""
+    with contextlib.suppress(FileNotFoundError):
+        for path in CLAIMS.glob("*.lock"):
+            handle = _claim(path)
+            if handle is not None:
+                _release(handle)
 
 
 def _claim(path: Path) -> IO[str] | None:
