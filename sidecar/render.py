@@ -370,7 +370,7 @@ class IsolatedPageTemplate:
 
     def compile(self) -> IsolatedPageTemplate:
         """Compile and try it on sample data in the child; TemplateError if that fails."""
-        self._answer({"op": "compile"})
+        self._answer(None)
         return self
 
     def render_page(self, data: PageData, scalars: dict[str, Any], fragments: Fragments) -> str:
@@ -383,7 +383,7 @@ class IsolatedPageTemplate:
         """End the child process."""
         self._worker.close()
 
-    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _answer(self, request: dict[str, Any] | None) -> dict[str, Any]:
         try:
             answer = self._worker.ask(request)
         except WorkerFailedError as exc:

@@ -98,12 +98,12 @@ class TemplateWorker:
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # the publisher renders; the watcher compiles
 
-    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send one request to the child (started, and the template compiled, if needed).
+    def ask(self, request: dict[str, Any] | None) -> dict[str, Any]:
+        """Send one request to the child; start it and compile the template first if needed.
 
-        The answer holds ``error`` (file, line, reason) when the template failed in the
-        sandbox; WorkerFailedError when the child broke a bound or died (it is then ended,
-        and the next request starts a new one).
+        None asks for only that. The answer holds ``error`` (file, line, reason) when the
+        template failed in the sandbox; WorkerFailedError when the child broke a bound or
+        died (it is then ended, and the next request starts a new one).
         """
         with self._lock:
             try:
@@ -112,8 +112,10 @@ class TemplateWorker:
                     compiled = self._exchange(
                         {"op": "compile", "source": self.source, "origin": self.origin}
                     )
-                    if "error" in compiled or request["op"] == "compile":
+                    if "error" in compiled or request is None:
                         return compiled
+                if request is None:
+                    return {"ok": True}
                 return self._exchange(request)
             except WorkerFailedError:
                 self._stop_process()
