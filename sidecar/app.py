@@ -156,9 +156,9 @@ def _take_signals(stop: threading.Event) -> None:
 
     A handler runs in the main thread between any two bytecodes, including inside
     ``stop.set()`` (the main thread calls it while stopping, holding the event's lock); a
-    second SIGTERM then deadlocked the process in that lock. Instead the signals are blocked
-    in every thread (threads inherit the mask, so this runs before any is started) and one
-    thread waits for them with sigwait: plain code, no reentrancy.
+    handler that sets the event there would wait for that lock forever. Instead the signals
+    are blocked in every thread (threads inherit the mask, so this runs before any is
+    started) and one thread waits for them with sigwait: plain code, no reentrancy.
     """
     watched = STOP_SIGNALS | IGNORED_SIGNALS
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
