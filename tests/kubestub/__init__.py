@@ -1,8 +1,8 @@
 """The project's Kubernetes API stand-in: real HTTP, chunked watches, resourceVersions, faults.
 
 One stand-in serves the unit-adjacent integration tests, the fault tests, the local cluster
-and the benchmarks (see shared DESIGN.md). kmock ignores selectors and resourceVersions, so
-it cannot prove what these tests prove.
+and the benchmarks; its fault switches are methods on it, never copies of it. kmock ignores
+selectors and resourceVersions, so it cannot prove what these tests prove.
 """
 
 from kubestub.objects import endpoint, endpoint_slice, endpoints_object
