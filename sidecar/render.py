@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import threading
 import time
@@ -348,8 +349,13 @@ def compile_template(source: str, origin: str) -> PageTemplate:
     return page
 
 
+@functools.cache
 def packaged_template() -> PageTemplate:
-    """The page that ships with the sidecar."""
+    """The page that ships with the sidecar: compiled once, the same object everywhere.
+
+    One object, so that the publisher can tell its fallback from the template it renders
+    with (by identity), and start-up does not compile it twice.
+    """
     resource = resources.files("sidecar") / "templates" / TEMPLATE_NAME
     return compile_template(resource.read_text(encoding="utf-8"), f"<packaged>/{TEMPLATE_NAME}")
 
