@@ -467,7 +467,8 @@ def test_full_disk_keeps_the_old_page_and_retries(
     inside = Path(f"/proc/{sidecar.pid}/root") / str(out).lstrip("/")
     sidecar.output_dir = inside
     api.apply(slice_of("web-a", "10.0.0.1"))
-    sidecar.wait_addresses(["10.0.0.1"])
+    # All of the page, not only index.json: the folder's listing is read after the disk is full.
+    sidecar.wait_page(["10.0.0.1"])
     filler = inside / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
@@ -496,7 +497,7 @@ def test_read_only_folder_keeps_the_old_page(
     inside = Path(f"/proc/{sidecar.pid}/root") / str(out).lstrip("/")
     sidecar.output_dir = inside
     api.apply(slice_of("web-a", "10.0.0.1"))
-    sidecar.wait_addresses(["10.0.0.1"])
+    sidecar.wait_page(["10.0.0.1"])  # whole, before the folder turns read-only
     nsenter(sidecar, "mount", "-o", "remount,ro", str(out))
     api.apply(slice_of("web-a", "10.0.0.2"))
     wait_until(lambda: len(sidecar.events("write_failed")) >= 2, timeout=15, what="retried writes")
