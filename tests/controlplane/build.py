@@ -1,4 +1,8 @@
-"""Build kube-apiserver, kube-controller-manager and etcd from Go modules, cached.
+"""Build Kubernetes' components and etcd from Go modules, cached.
+
+The control plane (etcd, kube-apiserver, kube-controller-manager) and, for the real node of
+``tests/node``, kube-scheduler, kubelet, kube-proxy, metrics-server and a static ``pause``
+for the pod sandbox image.
 
 ``python -m controlplane.build`` (from ``tests/``) builds them and prints where and how long.
 ``go install`` puts the binaries in one folder and relinks nothing that is up to date, so a
@@ -20,7 +24,16 @@ from pathlib import Path
 import verified_cache as cache
 
 GO_MODULE = Path(__file__).resolve().parent
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "metrics-server",
+    "pause",
+)
 BUILD_TIMEOUT = 60 * 60  # seconds; a cold build measured ~5-10 min on 2 cores
 
 
@@ -47,7 +60,7 @@ def bin_dir() -> Path:
     if explicit:
         return Path(explicit)
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
+    for name in ("go.mod", "go.sum", "metrics-server/go.mod", "metrics-server/go.sum"):
         digest.update((GO_MODULE / name).read_bytes())
     return cache.root() / f"controlplane-{kubernetes_version()}-{digest.hexdigest()[:12]}"
 
@@ -92,12 +105,32 @@ def build() -> Path:
 def _install(go: str, target: Path) -> None:
     """Install every tool of go.mod into target (go install); BuildError with the reason."""
     version = kubernetes_version()
-    command = [go, "install", "-buildvcs=false", "-ldflags", _ldflags(version), "tool", "./etcd"]
+    flags = ["-buildvcs=false", "-ldflags", _ldflags(version)]
+    _go([go, "install", *flags, "tool", "./etcd"], {"GOBIN": str(target)})
+    # metrics-server in a module of its own, with the Kubernetes libraries it was released
+    # with: built against 1.37's, it panics at start (its OpenAPI models are not found).
+    _go(
+        [go, "install", "-buildvcs=false", "tool"],
+        {"GOBIN": str(target)},
+        GO_MODULE / "metrics-server",
+    )
+    # The pause image is this binary alone, in an image from scratch: static, no libc.
+    _go(
+        [go, "build", "-buildvcs=false", "-o", str(target / "pause"), "./pause"],
+        {"CGO_ENABLED": "0"},
+    )
+    missing = [name for name in BINARIES if not (target / name).is_file()]
+    if missing:
+        msg = f"the build left no {', '.join(missing)} in {target}"
+        raise BuildError(msg)
+
+
+def _go(command: list[str], env: dict[str, str], module: Path = GO_MODULE) -> None:
     try:
         result = subprocess.run(
             command,
-            cwd=GO_MODULE,
-            env={**os.environ, "GOBIN": str(target)},
+            cwd=module,
+            env={**os.environ, **env},
             capture_output=True,
             text=True,
             timeout=BUILD_TIMEOUT,
@@ -108,11 +141,7 @@ def _install(go: str, target: Path) -> None:
         raise BuildError(msg) from exc
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-20:])
-        msg = f"`{' '.join(command)}` in {GO_MODULE} failed ({result.returncode}):\n{tail}"
-        raise BuildError(msg)
-    missing = [name for name in BINARIES if not (target / name).is_file()]
-    if missing:
-        msg = f"the build left no {', '.join(missing)} in {target}"
+        msg = f"`{' '.join(command)}` in {module} failed ({result.returncode}):\n{tail}"
         raise BuildError(msg)
 
 

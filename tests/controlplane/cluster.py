@@ -25,6 +25,7 @@ from ports import free_port
 from sidecar_process import write_kubeconfig
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
 ADMIN_TOKEN = "podlister-tests-admin"  # noqa: S105 - a throwaway token of a loopback server
@@ -93,16 +94,40 @@ class _Daemon:
 class ControlPlane:
     """etcd, kube-apiserver and kube-controller-manager in a work folder; start(), stop()."""
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
-        """Choose ports and paths; nothing runs before start()."""
+    def __init__(
+        self,
+        workdir: Path,
+        host: str = "127.0.0.1",
+        *,
+        port: int | None = None,
+        public_url: str | None = None,
+        prefix: Sequence[str] = (),
+        controllers: Sequence[str] = CONTROLLERS,
+        extra_args: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Choose ports and paths; nothing runs before start().
+
+        On loopback (the default) everything is reached at host. A node runs it inside its
+        namespaces instead: every command behind prefix (``nsenter``), on a fixed port of
+        the node's own address, reached from the host at public_url (a forward); the
+        components inside use ``inner_kubeconfig``. extra_args: more flags per process.
+        """
         self.workdir, self.host = workdir, host
-        self.port = free_port(host)
-        self.url = f"https://{host}:{self.port}"
+        self.port = port or free_port(host)
+        self.inner_url = f"https://{host}:{self.port}"
+        self.url = public_url or self.inner_url
         self.cert_dir = workdir / "pki"
         self.ca_file = self.cert_dir / "apiserver.crt"
         self.admin_kubeconfig = workdir / "admin.kubeconfig"
+        self.inner_kubeconfig = (
+            workdir / "inner.kubeconfig" if public_url else self.admin_kubeconfig
+        )
         self.rest = Rest(self.url, ADMIN_TOKEN, self.ca_file)
-        self.etcd_url = f"http://{host}:{free_port(host)}"
+        self._prefix = tuple(prefix)
+        self._controllers = tuple(controllers)
+        self._extra_args = dict(extra_args or {})
+        etcd_port = 2379 if prefix else free_port(host)
+        self.etcd_url = f"http://{host}:{etcd_port}"
         self._daemons: list[_Daemon] = []
 
     def start(self) -> Self:
@@ -120,32 +145,39 @@ class ControlPlane:
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(f"{ADMIN_TOKEN},admin,admin,system:masters\n", encoding="utf-8")
         etcd_url = self.etcd_url
-        self._launch(
+        peer_port = 2380 if self._prefix else free_port(self.host)
+        self.launch(
             "etcd",
             [
                 str(binaries / "etcd"),
                 f"-data-dir={self.workdir / 'etcd'}",
                 f"-listen-client-url={etcd_url}",
-                f"-listen-peer-url=http://{self.host}:{free_port(self.host)}",
+                f"-listen-peer-url=http://{self.host}:{peer_port}",
             ],
         )
-        self._launch("kube-apiserver", self._apiserver_command(binaries, etcd_url, key, tokens))
+        self.launch("kube-apiserver", self._apiserver_command(binaries, etcd_url, key, tokens))
         wait_until(self._ready, timeout=START_TIMEOUT, interval=0.2, what="kube-apiserver ready")
         # The serving certificate exists only now: the API server writes it at start.
         write_kubeconfig(
             self.admin_kubeconfig, self.url, token=ADMIN_TOKEN, certificate_authority=self.ca_file
         )
-        self._launch(
+        write_kubeconfig(
+            self.inner_kubeconfig,
+            self.inner_url,
+            token=ADMIN_TOKEN,
+            certificate_authority=self.ca_file,
+        )
+        self.launch(
             "kube-controller-manager",
             [
                 str(binaries / "kube-controller-manager"),
-                f"--kubeconfig={self.admin_kubeconfig}",
-                f"--authentication-kubeconfig={self.admin_kubeconfig}",
-                f"--authorization-kubeconfig={self.admin_kubeconfig}",
+                f"--kubeconfig={self.inner_kubeconfig}",
+                f"--authentication-kubeconfig={self.inner_kubeconfig}",
+                f"--authorization-kubeconfig={self.inner_kubeconfig}",
                 "--leader-elect=false",
                 f"--bind-address={self.host}",
                 "--secure-port=0",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(self._controllers)}",
                 f"--service-account-private-key-file={key}",
                 f"--root-ca-file={self.ca_file}",
                 # Pods that are added or change readiness are written to slices at once.
@@ -279,13 +311,18 @@ class ControlPlane:
             f"--service-account-signing-key-file={key}",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # The API server would publish its own loopback address as the endpoints of
-            # the `kubernetes` Service, which the API rejects; nothing here needs them.
-            "--endpoint-reconciler-type=none",
+            # On loopback the API server would publish its own loopback address as the
+            # endpoints of the `kubernetes` Service, which the API rejects; nothing there
+            # needs them. A node's pods reach the API through that Service.
+            f"--endpoint-reconciler-type={'lease' if self._prefix else 'none'}",
+            *self._extra_args.get("kube-apiserver", ()),
         ]
 
-    def _launch(self, name: str, command: list[str]) -> None:
-        daemon = _Daemon(name, command, self.workdir / f"{name}.log")
+    def launch(self, name: str, command: list[str]) -> None:
+        """Start one more process of the cluster (behind the prefix), stopped with the rest."""
+        if name == "kube-controller-manager":
+            command = [*command, *self._extra_args.get(name, ())]
+        daemon = _Daemon(name, [*self._prefix, *command], self.workdir / f"{name}.log")
         daemon.start()
         self._daemons.append(daemon)
 
