@@ -9,11 +9,14 @@ and deletes it afterwards.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
+from node.traffic import PacedClient, PodWatcher
 
 from polling import wait_until
 
@@ -26,6 +29,8 @@ pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
 NAMESPACE = "podlister"
 SELECTOR = "app.kubernetes.io/name=podlister"
 NODE_PORT = 30080
+# Measured figures, shown with -o log_cli=true --log-cli-level=INFO (and on a failure).
+figures = logging.getLogger("podlister.node")
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +141,146 @@ def test_local_overlay_lists_the_ready_pods_through_clusterip_and_nodeport(node:
         own = node.http(ip, 8080, "/index.txt")
         assert own.status == 200
         assert listed(own.text()) == expected
+
+
+def wait_listed_everywhere(node: Node, expected: list[str], *, timeout: float = 10) -> None:
+    """Until the Service's page and every Ready pod's own page list exactly expected."""
+
+    def agree() -> bool:
+        service = node.http(cluster_ip(node), 80, "/index.txt")
+        own = [node.http(ip, 8080, "/index.txt") for ip in expected]
+        return all(listed(answer.text()) == expected for answer in [service, *own])
+
+    wait_until(agree, timeout=timeout, interval=0.1, what=f"every page listing {expected}")
+
+
+def hpa(node: Node) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler as the API has it."""
+    assert node.controlplane is not None
+    answer: dict[str, Any] = node.controlplane.rest.get(
+        f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/podlister"
+    )
+    return answer
+
+
+def cpu_utilization(node: Node) -> int | None:
+    """The HPA's current average CPU utilisation, None while it has none."""
+    for metric in hpa(node).get("status", {}).get("currentMetrics") or []:
+        current = metric.get("resource", {}).get("current", {})
+        if "averageUtilization" in current:
+            return int(current["averageUtilization"])
+    return None
+
+
+def test_do_overlay_gets_its_node_port_and_the_hpa_reads_cpu(node: Node, tmp_path: Path) -> None:
+    """The do overlay applied as is (images aside): the LoadBalancer Service gets a node
+    port and the page through it lists the Ready pods (its external IP stays pending: no
+    cloud controller here); the HPA reads CPU from metrics-server, a number, not <unknown>.
+    """
+    overlay = image_overlay(tmp_path / "do", "do", node.image_refs)
+    apply(node, overlay)
+    try:
+        assert node.controlplane is not None
+        service = node.controlplane.rest.get(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")
+        assert service["spec"]["type"] == "LoadBalancer"
+        assert not service.get("status", {}).get("loadBalancer", {}).get("ingress")
+        shown = node.kubectl("-n", NAMESPACE, "get", "service", "podlister").stdout
+        assert "<pending>" in shown
+        port = service["spec"]["ports"][0]["nodePort"]
+        expected = ready_ips(node)
+        assert len(expected) == 2
+        wait_until(
+            lambda: listed(curl(node, f"http://{NODE_IP}:{port}/index.txt")) == expected,
+            timeout=5,
+            what="the load balancer's node port listing the pods",
+        )
+        wait_until(
+            lambda: cpu_utilization(node) is not None,
+            timeout=120,
+            interval=1,
+            what="the HPA reading CPU from metrics-server",
+        )
+        table = node.kubectl("-n", NAMESPACE, "get", "hpa", "podlister").stdout
+        assert "<unknown>" not in table, table
+        assert "cpu: " in table, table
+    finally:
+        delete(node, overlay)
+
+
+# Test-only: a target the bounded load below crosses on this machine, at most 5 pods, and a
+# scale-down without the shipped five-minute window, so the test sees both directions.
+FAST_HPA = {
+    "target": {"kind": "HorizontalPodAutoscaler", "name": "podlister"},
+    "patch": json.dumps(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "podlister"},
+            "spec": {
+                "maxReplicas": 5,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 20},
+                        },
+                    }
+                ],
+                "behavior": {
+                    "scaleDown": {
+                        "stabilizationWindowSeconds": 0,
+                        "selectPolicy": "Max",
+                        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}],
+                    }
+                },
+            },
+        }
+    ),
+}
+
+
+def test_hpa_scales_with_load_and_every_page_follows(node: Node, tmp_path: Path) -> None:
+    """Load through the Service makes the HPA add pods: within 2 s of each new pod Ready,
+    the Service's page and every Ready pod's page list it. The load stops, the HPA
+    scales back to 2, and every page lists exactly the 2 left.
+    """
+    overlay = image_overlay(tmp_path / "do", "do", node.image_refs, patches=[FAST_HPA])
+    apply(node, overlay)
+    try:
+        first = ready_ips(node)
+        watcher = PodWatcher(lambda: pods(node), max_seconds=400)
+        load = PacedClient(node, cluster_ip(node), 80, per_second=400, workers=4, max_seconds=240)
+        confirmed: dict[str, float] = {}
+        try:
+
+            def new_pods_listed() -> bool:
+                ready = dict(watcher.ready_at)
+                for ip in set(ready) - set(first) - set(confirmed):
+                    pages = [node.http(cluster_ip(node), 80, "/index.txt")]
+                    pages += [node.http(other, 8080, "/index.txt") for other in ready]
+                    if all(ip in listed(page.text()) for page in pages):
+                        confirmed[ip] = time.monotonic()
+                return len(confirmed) >= 1 and hpa(node)["status"].get("desiredReplicas", 0) <= (
+                    len(first) + len(confirmed)
+                )
+
+            wait_until(new_pods_listed, timeout=180, interval=0.1, what="the HPA scaling up")
+        finally:
+            answers = load.stop()
+        lags = {ip: confirmed[ip] - watcher.ready_at[ip] for ip in confirmed}
+        print(
+            f"scale-up: {len(answers)} requests, utilisation {cpu_utilization(node)} %, "
+            f"page lag after Ready (s): {lags}"
+        )
+        assert all(lag <= 2.0 for lag in lags.values()), lags
+        wait_until(
+            lambda: len(ready_ips(node)) == 2 and len(pods(node)) == 2,
+            timeout=180,
+            interval=0.5,
+            what="the HPA scaling back to 2",
+        )
+        watcher.stop()
+        wait_listed_everywhere(node, ready_ips(node))
+    finally:
+        delete(node, overlay)

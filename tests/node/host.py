@@ -105,3 +105,48 @@ def remove_cgroups(name: str) -> list[Path]:
             except OSError:
                 left.append(folder)
     return left
+
+
+def container_init_pid(container_id: str) -> int:
+    """The host pid of a container's first process (pid 1 in its own PID namespace),
+    found by the container's ID in the cgroup path the kubelet gave it; 0 if none.
+    """
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if container_id not in (proc / "cgroup").read_text(encoding="ascii"):
+                continue
+            status = (proc / "status").read_text(encoding="ascii")
+        except OSError:
+            continue
+        nspids = next(line for line in status.splitlines() if line.startswith("NSpid:"))
+        if nspids.split()[-1] == "1":
+            return int(proc.name)
+    return 0
+
+
+def status_fields(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status as a mapping of its fields."""
+    text = (Path("/proc") / str(pid) / "status").read_text(encoding="ascii")
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def cgroup_file(pid: int, controller: str, name: str) -> str:
+    """A cgroup v1 setting of the process's cgroup (e.g. memory, memory.limit_in_bytes)."""
+    for line in (Path("/proc") / str(pid) / "cgroup").read_text(encoding="ascii").splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return (CGROUPS / controllers / path.lstrip("/") / name).read_text().strip()
+    msg = f"process {pid} is in no {controller} cgroup"
+    raise LookupError(msg)
+
+
+def mounts(pid: int) -> dict[str, tuple[str, str, str]]:
+    """The process's mounts: mount point -> (mount options, fs type, super options)."""
+    found = {}
+    for line in (Path("/proc") / str(pid) / "mountinfo").read_text().splitlines():
+        before, after = line.split(" - ", 1)
+        fields, tail = before.split(), after.split()
+        found[fields[4]] = (fields[5], tail[0], tail[2] if len(tail) > 2 else "")
+    return found
