@@ -269,9 +269,11 @@ def test_hpa_scales_with_load_and_every_page_follows(node: Node, tmp_path: Path)
         finally:
             answers = load.stop()
         lags = {ip: confirmed[ip] - watcher.ready_at[ip] for ip in confirmed}
-        print(
-            f"scale-up: {len(answers)} requests, utilisation {cpu_utilization(node)} %, "
-            f"page lag after Ready (s): {lags}"
+        figures.info(
+            "scale-up: %d requests, utilisation %s %%, page lag after Ready (s): %s",
+            len(answers),
+            cpu_utilization(node),
+            lags,
         )
         assert all(lag <= 2.0 for lag in lags.values()), lags
         wait_until(
