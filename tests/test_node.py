@@ -8,12 +8,16 @@ and deletes it afterwards.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import os
+import signal
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from node import host
 from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
 from node.traffic import PacedClient, PodWatcher
@@ -35,9 +39,17 @@ figures = logging.getLogger("podlister.node")
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """One real node for the module, taken down (host put back) at its end."""
-    with Node(tmp_path_factory.mktemp("node")) as started:
+    """One real node for the module, taken down at its end, the host as it was found: the
+    sysctls the kubelet changes written back (unless another run's node still holds them),
+    its cgroups gone.
+    """
+    before = {key: host.read_sysctl(key) for key in host.SYSCTLS}
+    started = Node(tmp_path_factory.mktemp("node"))
+    with started:
         yield started
+    assert not [root for root in host.cgroup_roots(started.cgroup_root) if root.exists()]
+    if not host.RECORD.exists():
+        assert {key: host.read_sysctl(key) for key in host.SYSCTLS} == before
 
 
 def apply(node: Node, overlay: Path) -> None:
@@ -286,3 +298,235 @@ def test_hpa_scales_with_load_and_every_page_follows(node: Node, tmp_path: Path)
         wait_listed_everywhere(node, ready_ips(node))
     finally:
         delete(node, overlay)
+
+
+def test_rollout_restart_loses_no_request(node: Node, local_overlay: Path) -> None:
+    """Kubectl rollout restart while a client fetches index.txt through the Service at 20
+    requests/s: no request fails, and no answer lists a pod whose deletion had begun more
+    than 2 s before it was sent.
+    """
+    assert local_overlay.is_dir()
+    first = ready_ips(node)
+    watcher = PodWatcher(lambda: pods(node), max_seconds=300)
+    client = PacedClient(node, cluster_ip(node), 80, per_second=20, max_seconds=240)
+    try:
+        restarted = node.kubectl("-n", NAMESPACE, "rollout", "restart", "deployment/podlister")
+        assert restarted.returncode == 0, restarted.stderr
+        rolled = node.kubectl(
+            "-n", NAMESPACE, "rollout", "status", "deployment/podlister", "--timeout=180s"
+        )
+        assert rolled.returncode == 0, rolled.stderr
+        # Until the old pods are gone, not only replaced.
+        wait_until(
+            lambda: not set(first) & {p["status"].get("podIP") for p in pods(node)},
+            timeout=60,
+            interval=0.2,
+            what="the old pods gone",
+        )
+    finally:
+        answers = client.stop()
+        watcher.stop()
+    failed = [answer for answer in answers if not answer.ok]
+    stale = [
+        (answer, ip)
+        for answer in answers
+        for ip in answer.listed
+        if ip in watcher.deleting_at and answer.at > watcher.deleting_at[ip] + 2.0
+    ]
+    figures.info(
+        "rollout: %d requests over %.1f s, %d failed, %d listed a pod deleted > 2 s before",
+        len(answers),
+        answers[-1].at - answers[0].at,
+        len(failed),
+        len(stale),
+    )
+    assert set(first) <= set(watcher.deleting_at), "the rollout replaced no pod"
+    assert not failed, failed[:5]
+    assert not stale, stale[:5]
+    wait_listed_everywhere(node, ready_ips(node))
+
+
+def container_id(pod: dict[str, Any], name: str) -> str:
+    """The runtime's ID of a container of the pod (init containers included)."""
+    status = pod["status"]
+    for container in status.get("initContainerStatuses", []) + status["containerStatuses"]:
+        if container["name"] == name:
+            return str(container["containerID"]).split("://", 1)[1]
+    msg = f"no container {name} in {pod['metadata']['name']}"
+    raise LookupError(msg)
+
+
+def restarts(node: Node, pod_name: str, container: str) -> int:
+    """The container's restart count."""
+    pod = next(p for p in pods(node) if p["metadata"]["name"] == pod_name)
+    status = pod["status"]
+    for found in status.get("initContainerStatuses", []) + status["containerStatuses"]:
+        if found["name"] == container:
+            return int(found.get("restartCount", 0))
+    return 0
+
+
+def test_a_killed_sidecar_is_restarted_and_nginx_serves_the_last_page_all_along(
+    node: Node, local_overlay: Path
+) -> None:
+    """SIGKILL of the sidecar's process in its container: the kubelet restarts it, and the
+    pod's nginx answers every request meanwhile (the page stays in the emptyDir), as does
+    the Service.
+    """
+    assert local_overlay.is_dir()
+    victim = pods(node)[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    pid = host.container_init_pid(container_id(victim, "sidecar"))
+    assert pid, "the sidecar's process was not found"
+    direct = PacedClient(node, ip, 8080, per_second=20, max_seconds=120)
+    through = PacedClient(node, cluster_ip(node), 80, per_second=20, max_seconds=120)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda: restarts(node, name, "sidecar") >= 1,
+            timeout=60,
+            interval=0.2,
+            what="the sidecar restarted",
+        )
+        wait_until(lambda: len(ready_ips(node)) == 2, timeout=60, interval=0.2, what="2 Ready")
+    finally:
+        answers = direct.stop() + through.stop()
+    failed = [answer for answer in answers if not answer.ok]
+    figures.info("sidecar killed: %d requests, %d failed", len(answers), len(failed))
+    assert not failed, failed[:5]
+    assert all(answer.listed for answer in answers), "an answer was an empty page"
+    wait_listed_everywhere(node, ready_ips(node))
+
+
+def test_a_killed_nginx_is_restarted_and_the_service_routes_around_it(
+    node: Node, local_overlay: Path
+) -> None:
+    """SIGKILL of a pod's nginx: the kubelet restarts it; the Service stops sending to the
+    pod once its endpoint is not ready (no request fails after that), and the pod is listed
+    again once it is Ready.
+    """
+    assert local_overlay.is_dir()
+    victim = pods(node)[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    pid = host.container_init_pid(container_id(victim, "nginx"))
+    assert pid, "nginx's process was not found"
+    not_ready_at: list[float] = []
+    through = PacedClient(node, cluster_ip(node), 80, per_second=20, max_seconds=120)
+    try:
+        os.kill(pid, signal.SIGKILL)
+
+        def out_of_service() -> bool:
+            if ip not in ready_ips(node):
+                not_ready_at.append(time.monotonic())
+                return True
+            return False
+
+        wait_until(out_of_service, timeout=30, interval=0.05, what="the pod out of the Service")
+        wait_until(
+            lambda: restarts(node, name, "nginx") >= 1 and ip in ready_ips(node),
+            timeout=60,
+            interval=0.2,
+            what="nginx restarted and the pod Ready again",
+        )
+    finally:
+        answers = through.stop()
+    failed = [answer for answer in answers if not answer.ok]
+    late = [answer for answer in failed if answer.at > not_ready_at[0] + 1.0]
+    figures.info(
+        "nginx killed: %d requests, %d failed before the pod left the Service, %d after",
+        len(answers),
+        len(failed) - len(late),
+        len(late),
+    )
+    assert not late, late[:5]
+    wait_listed_everywhere(node, ready_ips(node))
+
+
+def sidecar_first_write(node: Node, pod_name: str) -> dt.datetime:
+    """When the sidecar logged its first write (its first JSON log line with event write)."""
+    logs = node.kubectl("-n", NAMESPACE, "logs", pod_name, "-c", "sidecar").stdout
+    for line in logs.splitlines():
+        entry = json.loads(line)
+        if entry["event"] == "write":
+            return dt.datetime.fromisoformat(entry["timestamp"])
+    msg = f"{pod_name}'s sidecar logged no write:\n{logs[-2000:]}"
+    raise AssertionError(msg)
+
+
+def test_probes_limits_and_security_context_as_the_kubelet_enforces_them(
+    node: Node, local_overlay: Path
+) -> None:
+    """Read from the running containers, not the manifest: nginx started only after the
+    sidecar wrote its first page (the native sidecar's startupProbe); both run as
+    10101:10101 with no capabilities, no_new_privs and seccomp, a read-only root; their
+    memory and CPU limits are the manifest's in their cgroups; the page emptyDir is a
+    16 MiB tmpfs.
+    """
+    assert local_overlay.is_dir()
+    pod = pods(node)[0]
+    name = pod["metadata"]["name"]
+    nginx_started = dt.datetime.fromisoformat(
+        next(c for c in pod["status"]["containerStatuses"] if c["name"] == "nginx")["state"][
+            "running"
+        ]["startedAt"]
+    )
+    # startedAt has whole seconds: the write must come before the end of that second.
+    assert sidecar_first_write(node, name) < nginx_started + dt.timedelta(seconds=1)
+    limits = {"sidecar": ("167772160", "20000"), "nginx": ("67108864", "50000")}
+    for container, (memory, cpu_quota) in limits.items():
+        pid = host.container_init_pid(container_id(pod, container))
+        status = host.status_fields(pid)
+        assert status["Uid"].split()[:2] == ["10101", "10101"], container
+        assert status["Gid"].split()[:2] == ["10101", "10101"], container
+        assert int(status["CapEff"], 16) == 0, container
+        assert int(status["CapBnd"], 16) == 0, container
+        assert status["NoNewPrivs"] == "1", container
+        assert status["Seccomp"] == "2", container  # filter mode: RuntimeDefault
+        assert host.cgroup_file(pid, "memory", "memory.limit_in_bytes") == memory, container
+        assert host.cgroup_file(pid, "cpu", "cpu.cfs_quota_us") == cpu_quota, container
+        mounted = host.mounts(pid)
+        assert "ro" in mounted["/"][0].split(","), container
+        options, fs_type, super_options = mounted["/srv/podlister/html"]
+        assert fs_type == "tmpfs", container
+        assert "size=16384k" in super_options.split(","), container
+        if container == "nginx":
+            assert "ro" in options.split(",")
+
+
+def test_prestop_keeps_a_leaving_pod_serving_while_the_service_drops_it(
+    node: Node, local_overlay: Path
+) -> None:
+    """Deleting a pod: its endpoint turns terminating within a second, so the Service's
+    page drops it, while its nginx keeps answering for the preStop's 5 s.
+    """
+    assert local_overlay.is_dir()
+    victim = pods(node)[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    direct = PacedClient(node, ip, 8080, per_second=20, max_seconds=60)
+    try:
+        deleted_at = time.monotonic()
+        started = node.kubectl("-n", NAMESPACE, "delete", "pod", name, "--wait=false")
+        assert started.returncode == 0, started.stderr
+        wait_until(
+            lambda: ip not in listed(node.http(cluster_ip(node), 80, "/index.txt").text()),
+            timeout=2,
+            interval=0.05,
+            what="the Service's page without the leaving pod",
+        )
+        dropped_after = time.monotonic() - deleted_at
+        wait_until(
+            lambda: any(not a.ok and a.at > deleted_at for a in direct.failures()),
+            timeout=40,
+            interval=0.1,
+            what="the leaving pod's nginx to stop",
+        )
+    finally:
+        answers = direct.stop()
+    served = [a.at - deleted_at for a in answers if a.ok and a.at > deleted_at]
+    figures.info(
+        "preStop: dropped from the page after %.2f s, served %.2f s after the delete",
+        dropped_after,
+        max(served),
+    )
+    assert max(served) >= 4.5
+    wait_until(lambda: len(ready_ips(node)) == 2, timeout=60, interval=0.2, what="2 Ready again")

@@ -166,7 +166,11 @@ class Node:
             prefix=self.namespaces.command(),
             controllers=("*", "-node-ipam-controller"),
             extra_args={
-                "kube-apiserver": self._aggregation_flags(),
+                # The node's name resolves nowhere: logs and exec go to its address.
+                "kube-apiserver": [
+                    *self._aggregation_flags(),
+                    "--kubelet-preferred-address-types=InternalIP",
+                ],
                 "kube-controller-manager": ["--node-monitor-grace-period=20s"],
             },
         ).start()

@@ -23,7 +23,8 @@ RECORD = Path(tempfile.gettempdir()) / "podlister-node-sysctls.json"
 CGROUPS = Path("/sys/fs/cgroup")
 
 
-def _read(key: str) -> str:
+def read_sysctl(key: str) -> str:
+    """A sysctl's value, by its path under /proc/sys."""
     return (Path("/proc/sys") / key).read_text(encoding="ascii").strip()
 
 
@@ -51,7 +52,7 @@ def hold_sysctls() -> dict[str, str]:
     """
     with cache.locked(RECORD.with_suffix(".lock")):
         record = _load()
-        values = record.get("values") or {key: _read(key) for key in SYSCTLS}
+        values = record.get("values") or {key: read_sysctl(key) for key in SYSCTLS}
         holders = [pid for pid in record.get("holders", []) if _alive(pid)]
         holders.append(os.getpid())
         RECORD.write_text(json.dumps({"values": values, "holders": holders}), encoding="utf-8")
@@ -67,7 +68,9 @@ def release_sysctls() -> dict[str, str]:
         if holders:
             RECORD.write_text(json.dumps({"values": values, "holders": holders}), encoding="utf-8")
             return {}
-        changed = {key: _read(key) for key, value in values.items() if _read(key) != value}
+        changed = {
+            key: read_sysctl(key) for key, value in values.items() if read_sysctl(key) != value
+        }
         for key, value in values.items():
             (Path("/proc/sys") / key).write_text(value, encoding="ascii")
         RECORD.unlink(missing_ok=True)
