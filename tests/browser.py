@@ -30,6 +30,8 @@ INSTALL_HINT = "Chromium is missing: apt-get install chromium (the browser tests
 SCREENSHOT_DIR = Path(
     os.environ.get("PODLISTER_SCREENSHOT_DIR", Path(__file__).parent.parent / "build/screenshots")
 )
+# The addresses the page lists as ready (rows on their way out not counted).
+READY_ROWS = "#ready > li:not(.leaving) > code"
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 SCHEMES: tuple[Literal["light"], Literal["dark"]] = ("light", "dark")
 

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import SCHEMES, SCREENSHOT_DIR, WIDTHS, launch, low_contrast_script, page_probes
+from browser import (
+    READY_ROWS,
+    SCHEMES,
+    SCREENSHOT_DIR,
+    WIDTHS,
+    launch,
+    low_contrast_script,
+    page_probes,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,7 +34,6 @@ if TYPE_CHECKING:
 REPO = Path(__file__).parent.parent
 # The bound: a change in the cluster shows in the open page within 2 s, no reload.
 LIVE_BOUND_MS = 2000
-READY_ROWS = "#ready > li:not(.leaving) > code"
 
 
 @pytest.fixture(scope="module")

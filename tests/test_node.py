@@ -17,11 +17,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from playwright.sync_api import sync_playwright
+
+from browser import READY_ROWS, launch, page_probes
 from node import host
 from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
 from node.traffic import PacedClient, PodWatcher
-
 from polling import wait_until
 
 if TYPE_CHECKING:
@@ -530,3 +532,49 @@ def test_prestop_keeps_a_leaving_pod_serving_while_the_service_drops_it(
     )
     assert max(served) >= 4.5
     wait_until(lambda: len(ready_ips(node)) == 2, timeout=60, interval=0.2, what="2 Ready again")
+
+
+def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
+    node: Node, local_overlay: Path
+) -> None:
+    """Chromium opens the page through NodePort 30080 (forwarded to the host's loopback):
+    kubectl scale to 4, then to 1, and within 2 s of the pods being Ready (or gone) the
+    page lists exactly them, without a reload and without a console error.
+    """
+    assert local_overlay.is_dir()
+    forward = node.forward(NODE_IP, NODE_PORT)
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        try:
+            context = chromium.new_context(viewport={"width": 1280, "height": 900})
+            context.add_init_script(page_probes())
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+            response = page.goto(f"http://{forward.address}/")
+            assert response is not None
+            assert response.status == 200
+            page.wait_for_selector("#live[data-state='live']", timeout=10_000)
+            for replicas in (4, 1):
+                scaled = node.kubectl(
+                    "-n", NAMESPACE, "scale", "deploy/podlister", f"--replicas={replicas}"
+                )
+                assert scaled.returncode == 0, scaled.stderr
+                wait_until(
+                    lambda n=replicas: len(ready_ips(node)) == n and len(pods(node)) == n,
+                    timeout=120,
+                    interval=0.1,
+                    what=f"{replicas} pods Ready",
+                )
+                page.wait_for_function(
+                    "expected => JSON.stringify(Array.from(document.querySelectorAll("
+                    f"'{READY_ROWS}'), c => c.textContent)) === JSON.stringify(expected)",
+                    arg=ready_ips(node),
+                    timeout=2000,
+                )
+            assert page.evaluate("window.__probe")["loads"] == 1, "the page reloaded"
+            assert errors == []
+            context.close()
+        finally:
+            chromium.close()

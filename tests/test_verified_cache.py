@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+
 import verified_cache
 
 if TYPE_CHECKING:

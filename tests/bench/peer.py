@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import verified_cache as cache
-
 from bench.sidecar import SHM, slices
 from bench.stats import percentile
 from controlplane.cluster import ControlPlane

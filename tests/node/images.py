@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import verified_cache as cache
-
 from image.build import MIRROR, PODMAN, ImageBuildError, build_base, build_image
 
 if TYPE_CHECKING:
