@@ -12,8 +12,12 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import signal
+import subprocess
 import time
+import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -28,7 +32,6 @@ from polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
 
@@ -37,6 +40,73 @@ SELECTOR = "app.kubernetes.io/name=podlister"
 NODE_PORT = 30080
 # Measured figures, shown with -o log_cli=true --log-cli-level=INFO (and on a failure).
 figures = logging.getLogger("podlister.node")
+
+
+README_NODE = ".venv/bin/tox -e node -- --keep"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_tox_e_node_keeps_a_node_until_sigterm(tmp_path: Path) -> None:
+    """The README's `.venv/bin/tox -e node -- --keep` brings a node up with the local
+    overlay, prints a loopback URL that serves the page and a kubeconfig that works from the
+    host, and on SIGTERM takes every process down, its cgroups too, and removes its folder.
+    It comes first in the module, before the module's own node is up.
+    """
+    log = tmp_path / "node.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            README_NODE.split(),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+
+        def said(pattern: str) -> re.Match[str]:
+            def found() -> list[re.Match[str]]:
+                text = log.read_text(errors="replace")
+                if process.poll() is not None:
+                    raise AssertionError(f"tox -e node ended early:\n{text[-3000:]}")
+                match = re.search(pattern, text, re.MULTILINE)
+                return [match] if match else []
+
+            return wait_until(found, timeout=600, interval=0.2, what=pattern)[0]
+
+        said(r"^running \(Ctrl-C")
+        url = said(r"^curl (http://127\.0\.0\.1:\d+/)").group(1)
+        kubeconfig = said(r"^KUBECONFIG=(\S+) kubectl").group(1)
+        root = Path(said(r"^node folder (\S+)").group(1))
+        init = int(said(r"^a shell inside: nsenter --target=(\d+)").group(1))
+
+        def two_listed() -> bool:
+            # Rolled out means 2 available; the pages follow the EndpointSlice a moment later.
+            with urllib.request.urlopen(url + "index.txt", timeout=5) as answer:  # noqa: S310
+                return len(answer.read().split()) == 2
+
+        wait_until(two_listed, timeout=5, interval=0.1, what="the page listing 2 pods")
+        shown = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "get", "pods", "-A"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert shown.stdout.count("Running") == 2, shown.stdout + shown.stderr
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        # tox returns once it has passed the signal on; the node's own stop goes on.
+        wait_until(
+            lambda: not root.exists() and not Path(f"/proc/{init}").exists(),
+            timeout=120,
+            interval=0.2,
+            what="the node's processes gone and its folder removed",
+        )
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
