@@ -52,6 +52,7 @@ def test_tox_e_node_keeps_a_node_until_sigterm(tmp_path: Path) -> None:
     host, and on SIGTERM takes every process down, its cgroups too, and removes its folder.
     It comes first in the module, before the module's own node is up.
     """
+    assert README_NODE in (REPO / "README.md").read_text(encoding="utf-8")
     log = tmp_path / "node.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
