@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import urllib3
 
+from sidecar.kinds import ErrorKind, SkipReason
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -28,14 +30,10 @@ class Expired(Exception):  # noqa: N818 - named after the API's reason, "Expired
 
 
 class WatchError(Exception):
-    """A request failed; ``kind`` drives the backoff, the log and the metric label.
-
-    Kinds: connection, idle, server, throttled, forbidden, unauthorized, not_found, client,
-    watch_error, empty_watch, malformed (the API sent something we cannot use: relist).
-    """
+    """A request failed; its ``kind`` drives the backoff, the log and the metric label."""
 
     def __init__(
-        self, kind: str, message: str, *, status: int = 0, retry_after: float = 0.0
+        self, kind: ErrorKind, message: str, *, status: int = 0, retry_after: float = 0.0
     ) -> None:
         """Classify one failure."""
         self.kind, self.status, self.retry_after = kind, status, retry_after
@@ -45,10 +43,10 @@ class WatchError(Exception):
 class Malformed(WatchError):  # noqa: N818 - reads as what the data is, like Expired
     """The API sent data we cannot use: the state may be wrong, so relist after backoff."""
 
-    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+    def __init__(self, message: str, *, reason: SkipReason = SkipReason.MALFORMED) -> None:
         """A malformed response or event; reason is the skipped-events metric label."""
         self.reason = reason
-        super().__init__("malformed", message)
+        super().__init__(ErrorKind.MALFORMED, message)
 
 
 def seconds(value: object) -> float:
@@ -87,10 +85,12 @@ def classify(exc: ApiException) -> WatchError | Expired:
     message, body_retry = _status(exc.body)
     if status == 410:  # noqa: PLR2004
         return Expired(message)
-    kind = {401: "unauthorized", 403: "forbidden", 404: "not_found", 429: "throttled"}.get(
-        status,
-        "server" if status >= 500 else "client",  # noqa: PLR2004
-    )
+    kind = {
+        401: ErrorKind.UNAUTHORIZED,
+        403: ErrorKind.FORBIDDEN,
+        404: ErrorKind.NOT_FOUND,
+        429: ErrorKind.THROTTLED,
+    }.get(status, ErrorKind.SERVER if status >= 500 else ErrorKind.CLIENT)  # noqa: PLR2004
     headers: Mapping[str, str] = exc.headers or {}
     retry_after = seconds(headers.get("Retry-After", "")) or seconds(body_retry)
     return WatchError(kind, message or str(exc.reason), status=status, retry_after=retry_after)
@@ -106,7 +106,7 @@ def status_event(status: Mapping[str, object]) -> WatchError | Expired:
     details = status.get("details")
     retry = seconds(details.get("retryAfterSeconds")) if isinstance(details, dict) else 0.0
     return WatchError(
-        "watch_error", f"ERROR event: {code} {message}", status=code, retry_after=retry
+        ErrorKind.WATCH_ERROR, f"ERROR event: {code} {message}", status=code, retry_after=retry
     )
 
 

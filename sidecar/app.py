@@ -15,6 +15,7 @@ from sidecar.backoff import DEFAULT_CAP
 from sidecar.config import ExitCode
 from sidecar.health import HealthState
 from sidecar.health_server import HealthServer
+from sidecar.kinds import ErrorKind
 from sidecar.kube import Connection, ConnectionConfigError, connect
 from sidecar.logs import configure_logging
 from sidecar.metrics import Metrics
@@ -80,7 +81,7 @@ def _first_template(settings: Settings, metrics: Metrics) -> Template:
     try:
         return load_template(settings.template_dir)
     except TemplateError as exc:
-        metrics.errors.labels("template").inc()
+        metrics.errors.labels(ErrorKind.TEMPLATE).inc()
         log.error("template_invalid", **exc.fields(), keeping="<packaged>")
         return packaged_template()
 

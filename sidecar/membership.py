@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sidecar.kinds import Source
 
 # Sort key of an address: IPv4 (family 4) before IPv6, numeric order within a family.
 SortKey = tuple[int, int]
@@ -226,7 +229,7 @@ class Snapshot:
     """The whole known state after a change, handed from the watch to the publisher."""
 
     views: tuple[SliceView, ...]
-    source: str  # "endpointslices", or "endpoints" on the fallback
+    source: Source
     received_at: float  # time.monotonic() when the change arrived
 
 

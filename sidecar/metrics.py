@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from sidecar.kinds import ErrorKind, RestartReason, SkipReason, Source, listed
+
 
 class Metrics:
     """All metric objects of one sidecar; the names are part of the public contract."""
@@ -25,26 +27,29 @@ class Metrics:
         )
         self.watch_restarts = Counter(
             "podlister_watch_restarts",
-            "Watches (re)started, by reason: initial, timeout, idle, resync, expired, connection,"
-            " malformed, or the kind of the error that ended the last one (forbidden, server...).",
+            f"Watches (re)started, by reason: {listed(RestartReason)}, or the kind of the error"
+            " that ended the last one (see podlister_errors).",
             ["reason"],
             registry=r,
         )
         self.lists = Counter(
-            "podlister_lists", "Full lists of the Service's endpoints, by API.", ["api"], registry=r
+            "podlister_lists",
+            f"Full lists of the Service's endpoints, by API ({listed(Source)}).",
+            ["api"],
+            registry=r,
         )
         self.events = Counter(
             "podlister_watch_events", "Watch events received, by type.", ["type"], registry=r
         )
         self.skipped_events = Counter(
             "podlister_skipped_events",
-            "Watch lines skipped, by reason (malformed, unknown_type, invalid_object).",
+            f"Watch lines skipped, by reason ({listed(SkipReason)}).",
             ["reason"],
             registry=r,
         )
         self.errors = Counter(
             "podlister_errors",
-            "Errors by kind (connection, forbidden, throttled, server, write, template, ...).",
+            f"Errors by kind ({listed(ErrorKind)}).",
             ["kind"],
             registry=r,
         )

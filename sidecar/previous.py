@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from sidecar.history import HISTORY_LENGTH, NAMED_ADDRESSES, Change
+from sidecar.kinds import Source
 from sidecar.membership import Member, Membership
 from sidecar.write import read_regular
 
@@ -29,7 +30,7 @@ class PreviousPage:
 
     membership: Membership
     changes: tuple[Change, ...]
-    source: str
+    source: Source
 
 
 def _text(value: object, limit: int = 253) -> str:
@@ -99,7 +100,7 @@ def parse_previous(document: Any, *, service: str, namespace: str) -> PreviousPa
     return PreviousPage(
         membership=membership,
         changes=changes[:HISTORY_LENGTH],
-        source=source if source in {"endpointslices", "endpoints"} else "endpointslices",
+        source=Source(source) if source in set(Source) else Source.ENDPOINT_SLICES,
     )
 
 

@@ -14,6 +14,7 @@ from sidecar.backoff import Backoff
 from sidecar.etag import DistinctVersions
 from sidecar.fragments import Fragments
 from sidecar.history import change_between, with_change
+from sidecar.kinds import ErrorKind
 from sidecar.membership import Membership, membership
 from sidecar.render import (
     PageData,
@@ -212,7 +213,7 @@ class Publisher:
             full_failed = exc
         compact = data.compacted()
         written = self._write_pages(self._render(compact, self._template))
-        self._metrics.errors.labels("write_compact").inc()
+        self._metrics.errors.labels(ErrorKind.WRITE_COMPACT).inc()
         log.warning(
             "write_compact",
             reason="the full page does not fit in the output folder",
@@ -234,11 +235,11 @@ class Publisher:
             files = render_files(data, template, self._fragments)
         except TemplateError as exc:
             if template is not self._fallback:
-                self._metrics.errors.labels("template").inc()
+                self._metrics.errors.labels(ErrorKind.TEMPLATE).inc()
                 return self._render(data, self._reject(template, exc))
             if data.compact:
                 raise  # the compact page of the packaged template cannot fail: a bug
-            self._metrics.errors.labels("render_compact").inc()
+            self._metrics.errors.labels(ErrorKind.RENDER_COMPACT).inc()
             log.error("render_compact", **exc.fields(), addresses=len(data.membership.ready))
             return render_files(data.compacted(), self._fallback, self._fragments)
         if template is not self._fallback and template is not self._last_good:
@@ -315,7 +316,7 @@ class Publisher:
         with self._wake:
             self._dirty = True
         self._health.write_failed()
-        self._metrics.errors.labels("write").inc()
+        self._metrics.errors.labels(ErrorKind.WRITE).inc()
         log.error(
             "write_failed",
             path=str(exc.path),

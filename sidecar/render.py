@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sidecar.fragments import Fragments, member_fields
 from sidecar.history import Change
+from sidecar.kinds import Source
 from sidecar.membership import Member, Membership
 from sidecar.template_process import TemplateWorker, WorkerFailedError, render_request
 
@@ -61,7 +62,7 @@ class PageData:
     generated_at: dt.datetime
     pod_name: str = ""
     pod_ip: str = ""
-    source: str = "endpointslices"
+    source: Source = Source.ENDPOINT_SLICES
     changes: tuple[Change, ...] = ()
     stale_since: dt.datetime | None = None
     """Set while the API cannot be reached: since when the list may be out of date."""

@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from sidecar.api_errors import Malformed
+from sidecar.kinds import SkipReason
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,7 +53,7 @@ def parse_event(line: bytes) -> Event:
     if not isinstance(kind, str):
         raise Malformed("event type is not a string")
     if kind not in EVENT_TYPES:
-        raise Malformed(f"unknown event type {kind[:40]!r}", reason="unknown_type")
+        raise Malformed(f"unknown event type {kind[:40]!r}", reason=SkipReason.UNKNOWN_TYPE)
     if not isinstance(obj, dict):
         raise Malformed(f"{kind} event without an object")
     return Event(kind, obj)

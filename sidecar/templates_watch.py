@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import structlog
 import watchfiles
 
+from sidecar.kinds import ErrorKind
 from sidecar.render import TemplateError, load_template
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def watch_templates(  # noqa: PLR0913 - keyword-only wiring
         try:
             template = load_template(template_dir)
         except TemplateError as exc:
-            metrics.errors.labels("template").inc()
+            metrics.errors.labels(ErrorKind.TEMPLATE).inc()
             log.error("template_invalid", **exc.fields(), keeping=current.origin)
             continue
         finally:

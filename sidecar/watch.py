@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import enum
 import random
 import re
 import threading
@@ -24,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sidecar.api_errors import Expired, Malformed, WatchError, classify, is_timeout, status_event
 from sidecar.backoff import Backoff
+from sidecar.kinds import ErrorKind, RestartReason, SkipReason, Source
 from sidecar.membership import SliceView, Snapshot, endpoints_view, slice_view
 from sidecar.stream import lines, list_page, parse_event, read_body, resource_version
 
@@ -46,12 +46,8 @@ STALE_AFTER_FAILURES = 2
 WORKER = "watch"
 
 
-class Api(enum.Enum):
-    """Which API the endpoints come from."""
-
-    ENDPOINT_SLICES = "endpointslices"
-    ENDPOINTS = "endpoints"  # v1 Endpoints, only where discovery.k8s.io/v1 is not served
-
+# Which API the endpoints come from.
+Api = Source
 
 Param = str | int | bool | None
 _USER = re.compile(r'User "([^"]*)"')
@@ -132,7 +128,7 @@ class EndpointWatcher:
         self._resync_wanted = False
         self._failures = 0
         self._trouble_since: dt.datetime | None = None
-        self._logged_kinds: set[str] = set()
+        self._logged_kinds: set[ErrorKind] = set()
         self._response: urllib3.BaseHTTPResponse | None = None
         self._lock = threading.Lock()
 
@@ -165,7 +161,7 @@ class EndpointWatcher:
 
     def run(self) -> None:
         """List, then watch, until stopped; every failure is classified and retried."""
-        reason = "initial"
+        reason: RestartReason | ErrorKind = RestartReason.INITIAL
         while not self._stop.is_set():
             self._health.beat(WORKER)
             try:
@@ -174,21 +170,22 @@ class EndpointWatcher:
                 # Normal after etcd compaction or a long disconnect: start over from a list.
                 log.info("watch_expired", detail=str(exc))
                 self._resource_version = None
-                reason = "expired"
+                reason = RestartReason.EXPIRED
             except WatchError as exc:
                 reason = exc.kind
                 self._failed(exc)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if self._stop.is_set():
                     break
-                reason = "idle" if is_timeout(exc) else "connection"
-                self._failed(WatchError(reason, f"{type(exc).__name__}: {exc}"))
+                kind = ErrorKind.IDLE if is_timeout(exc) else ErrorKind.CONNECTION
+                reason = RestartReason(kind.value)
+                self._failed(WatchError(kind, f"{type(exc).__name__}: {exc}"))
             except Exception as exc:  # noqa: BLE001 - nothing may end the loop: classify it
                 # Data we did not foresee broke a parser: the state may be wrong, so relist.
-                reason = "malformed"
+                reason = RestartReason.MALFORMED
                 self._failed(Malformed(f"{type(exc).__name__}: {exc}"))
 
-    def _cycle(self, reason: str) -> str:
+    def _cycle(self, reason: RestartReason | ErrorKind) -> RestartReason:
         if self._resource_version is None or self._resync_wanted:
             self._list()
         self._metrics.watch_restarts.labels(reason).inc()
@@ -252,14 +249,14 @@ class EndpointWatcher:
             )
         except ApiException as exc:
             error = classify(exc)
-            if isinstance(error, WatchError) and error.kind == "forbidden":
+            if isinstance(error, WatchError) and error.kind is ErrorKind.FORBIDDEN:
                 self._log_forbidden(error, verb=verb, resource=resource.name)
             raise error from exc
         return response
 
     # ---- watch ---------------------------------------------------------------------------
 
-    def _watch(self) -> str:
+    def _watch(self) -> RestartReason:
         """Stream events until the server ends the watch; return why it ended."""
         started = time.monotonic()
         response = self._request(
@@ -286,7 +283,7 @@ class EndpointWatcher:
             if self._stop.is_set() or not is_timeout(exc):
                 raise
             log.info("watch_idle", silent_seconds=self._idle_timeout, events=count)
-            return "idle"
+            return RestartReason.IDLE
         finally:
             if count:
                 # The server accepted the watch and sent data: that was a healthy period, so
@@ -294,8 +291,8 @@ class EndpointWatcher:
                 # Reflector re-watches at once after an established watch breaks).
                 self._backoff.reset()
         if count == 0 and time.monotonic() - started < MIN_HEALTHY_WATCH:
-            raise WatchError("empty_watch", "the watch ended at once without any event")
-        return "resync" if self._resync_wanted else "timeout"
+            raise WatchError(ErrorKind.EMPTY_WATCH, "the watch ended at once without any event")
+        return RestartReason.RESYNC if self._resync_wanted else RestartReason.TIMEOUT
 
     def _handle_line(self, line: bytes) -> None:
         try:
@@ -316,7 +313,7 @@ class EndpointWatcher:
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         view = self._resource.parse(obj)
         if not view.name:
-            self._skip("invalid_object", b"", None)
+            self._skip(SkipReason.INVALID_OBJECT, b"", None)
             self._resync_wanted = True
             return
         _report(view)
@@ -334,7 +331,7 @@ class EndpointWatcher:
         if version is not None:
             self._resource_version = version
 
-    def _skip(self, reason: str, line: bytes, exc: Exception | None) -> None:
+    def _skip(self, reason: SkipReason, line: bytes, exc: Exception | None) -> None:
         self._metrics.skipped_events.labels(reason).inc()
         log.warning(
             "event_skipped",
@@ -347,7 +344,7 @@ class EndpointWatcher:
         self._on_change(
             Snapshot(
                 views=tuple(self._views.values()),
-                source=self._resource.api.value,
+                source=self._resource.api,
                 received_at=time.monotonic(),
             )
         )
@@ -366,9 +363,9 @@ class EndpointWatcher:
             self._on_stale(None)
 
     def _log_forbidden(self, error: WatchError, *, verb: str, resource: str) -> None:
-        if "forbidden" in self._logged_kinds:
+        if ErrorKind.FORBIDDEN in self._logged_kinds:
             return
-        self._logged_kinds.add("forbidden")
+        self._logged_kinds.add(ErrorKind.FORBIDDEN)
         match = _USER.search(str(error))
         log.error(
             "forbidden",
@@ -388,9 +385,9 @@ class EndpointWatcher:
             self._trouble_since = dt.datetime.now(dt.UTC)
         if self._failures >= STALE_AFTER_FAILURES:
             self._on_stale(self._trouble_since)
-        if error.kind == "malformed":
+        if error.kind is ErrorKind.MALFORMED:
             self._resource_version = None  # the state may be wrong: relist
-        if error.kind == "unauthorized":
+        if error.kind is ErrorKind.UNAUTHORIZED:
             # A rotated token: read it again now, instead of waiting for the client's own
             # 60 s re-read timer; the first failure of a streak waits only the first step.
             self._on_unauthorized()
@@ -401,11 +398,11 @@ class EndpointWatcher:
         self._stop.wait(delay)
 
     def _log_failure(self, error: WatchError, delay: float) -> None:
-        if error.kind == "forbidden":
+        if error.kind is ErrorKind.FORBIDDEN:
             return  # logged once for the streak already, with what to grant
         # Connection errors are logged at every retry (the retry delays are the story);
         # data problems once per streak, so a server sending garbage cannot flood the log.
-        if error.kind == "malformed" and "malformed" in self._logged_kinds:
+        if error.kind is ErrorKind.MALFORMED and ErrorKind.MALFORMED in self._logged_kinds:
             return
         self._logged_kinds.add(error.kind)
         log.warning(

@@ -633,7 +633,7 @@ def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
                 )
                 assert scaled.returncode == 0, scaled.stderr
                 wait_until(
-                    lambda n=replicas: len(ready_ips(node)) == n and len(pods(node)) == n,
+                    lambda n=replicas: len(ready_ips(node)) == n == len(pods(node)),  # type: ignore[misc]
                     timeout=120,
                     interval=0.1,
                     what=f"{replicas} pods Ready",
