@@ -21,7 +21,7 @@ from sidecar.logs import configure_logging
 from sidecar.metrics import Metrics
 from sidecar.previous import read_previous
 from sidecar.publish import Publisher
-from sidecar.render import TemplateError, load_template, packaged_template
+from sidecar.sandbox import TemplateError, load_template, packaged_template
 from sidecar.templates_watch import watch_templates
 from sidecar.watch import CONNECT_TIMEOUT, EndpointWatcher
 from sidecar.write import remove_stale_temps
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from sidecar.config import Settings
-    from sidecar.render import Template
+    from sidecar.sandbox import Template
 
 log = structlog.get_logger("sidecar")
 

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
+from sidecar.document import JSON_FILE
 from sidecar.history import HISTORY_LENGTH, NAMED_ADDRESSES, Change
 from sidecar.kinds import Source
 from sidecar.membership import Member, Membership
@@ -106,7 +107,7 @@ def parse_previous(document: Any, *, service: str, namespace: str) -> PreviousPa
 
 def read_previous(output_dir: Path, *, service: str, namespace: str) -> PreviousPage | None:
     """The page an earlier run left in output_dir for this Service, or None."""
-    data = read_regular(output_dir / "index.json", MAX_PREVIOUS_BYTES)
+    data = read_regular(output_dir / JSON_FILE, MAX_PREVIOUS_BYTES)
     if data is None:
         return None
     try:

@@ -11,19 +11,14 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sidecar.backoff import Backoff
+from sidecar.document import JSON_FILE, PageData
 from sidecar.etag import DistinctVersions
 from sidecar.fragments import Fragments
 from sidecar.history import change_between, with_change
 from sidecar.kinds import ErrorKind
 from sidecar.membership import Membership, membership
-from sidecar.render import (
-    PageData,
-    Template,
-    TemplateError,
-    packaged_template,
-    page_assets,
-    render_files,
-)
+from sidecar.render import page_assets, render_files
+from sidecar.sandbox import Template, TemplateError, packaged_template
 from sidecar.write import WriteError, write_files
 
 if TYPE_CHECKING:
@@ -48,7 +43,7 @@ WORKER = "publish"
 # The folder is full (or at its quota): a smaller page may still fit.
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # The file the live page polls with If-None-Match: each version needs its own ETag.
-POLLED = "index.json"
+POLLED = JSON_FILE
 
 
 class Publisher:

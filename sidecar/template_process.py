@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from sidecar.membership import Member, Membership
 
 if TYPE_CHECKING:
+    from sidecar.document import PageData
     from sidecar.fragments import Fragments
-    from sidecar.render import PageData
 
 # The child's whole address space: ~26 MiB after its imports, so ~70 MiB for a render; the
 # sidecar container's memory limit (160 Mi) holds the sidecar and a child at this bound.
@@ -209,14 +209,13 @@ def _member_tuple(rows: list[list[str]]) -> tuple[Member, ...]:
 
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     # Imported here: the parent imports this module only for IsolatedTemplate.
+    from sidecar.document import PageData, template_context  # noqa: PLC0415
     from sidecar.fragments import Fragments  # noqa: PLC0415
-    from sidecar.render import (  # noqa: PLC0415
+    from sidecar.sandbox import (  # noqa: PLC0415
         MAX_RENDER_SECONDS,
-        PageData,
         PageTemplate,
         TemplateError,
         compile_template,
-        template_context,
     )
 
     template: PageTemplate | None = None

@@ -8,7 +8,7 @@ import structlog
 import watchfiles
 
 from sidecar.kinds import ErrorKind
-from sidecar.render import TemplateError, load_template
+from sidecar.sandbox import TemplateError, load_template
 
 if TYPE_CHECKING:
     import threading
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from sidecar.health import HealthState
     from sidecar.metrics import Metrics
-    from sidecar.render import Template
+    from sidecar.sandbox import Template
 
 log = structlog.get_logger("sidecar.templates")
 WORKER = "templates"

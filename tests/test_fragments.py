@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from sidecar.document import PageData, page_context
 from sidecar.fragments import Fragments
 from sidecar.history import Change
 from sidecar.membership import Member, Membership
-from sidecar.render import PageData, compile_template, packaged_template, page_context, render_files
+from sidecar.render import render_files
+from sidecar.sandbox import compile_template, packaged_template
 
 # The Jinja markup member_rows replaced (what the packaged template's loop rendered before):
 # the Python rows must stay byte-equal to it, escaping included.

@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from sidecar.document import PageData
 from sidecar.history import (
     HISTORY_LENGTH,
     NAMED_ADDRESSES,
@@ -15,7 +16,8 @@ from sidecar.history import (
     with_change,
 )
 from sidecar.membership import Member, Membership
-from sidecar.render import PageData, packaged_template, render_files
+from sidecar.render import render_files
+from sidecar.sandbox import packaged_template
 
 MOMENT = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 

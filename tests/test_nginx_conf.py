@@ -12,8 +12,10 @@ import pytest
 from kubestub import ApiStandIn, endpoint, endpoint_slice
 from nginx_runner import NginxPod
 from ports import pod_network
+from sidecar.document import PageData
 from sidecar.membership import Member, Membership
-from sidecar.render import PageData, packaged_template, page_assets, render_files
+from sidecar.render import page_assets, render_files
+from sidecar.sandbox import packaged_template
 from sidecar.write import write_files
 
 if TYPE_CHECKING:

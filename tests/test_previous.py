@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from sidecar.document import PageData
 from sidecar.history import Change
 from sidecar.membership import Member, Membership
 from sidecar.previous import parse_previous, read_previous
-from sidecar.render import PageData, packaged_template, render_files
+from sidecar.render import render_files
+from sidecar.sandbox import packaged_template
 
 if TYPE_CHECKING:
     from pathlib import Path

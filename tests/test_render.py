@@ -8,17 +8,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from sidecar.document import PageData, page_context
 from sidecar.history import Change
 from sidecar.membership import Member, Membership
-from sidecar.render import (
-    PageData,
-    TemplateError,
-    compile_template,
-    load_template,
-    packaged_template,
-    page_context,
-    render_files,
-)
+from sidecar.render import render_files
+from sidecar.sandbox import TemplateError, compile_template, load_template, packaged_template
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -196,7 +190,7 @@ def test_a_render_is_bounded_in_size(source: str) -> None:
 
 def test_a_render_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """A template that loops without output is stopped at the render deadline."""
-    monkeypatch.setattr("sidecar.render.MAX_RENDER_SECONDS", 0.2)
+    monkeypatch.setattr("sidecar.sandbox.MAX_RENDER_SECONDS", 0.2)
     source = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
     with pytest.raises(TemplateError, match=r"more than 0\.2 s of CPU"):
         compile_template(source, "/t/index.html.j2")

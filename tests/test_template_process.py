@@ -10,15 +10,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from sidecar.document import PageData
 from sidecar.fragments import Fragments
 from sidecar.membership import Member, Membership
-from sidecar.render import (
-    MAX_RENDER_SECONDS,
-    IsolatedPageTemplate,
-    PageData,
-    TemplateError,
-    render_files,
-)
+from sidecar.render import render_files
+from sidecar.sandbox import MAX_RENDER_SECONDS, IsolatedPageTemplate, TemplateError
 from sidecar.template_process import MEMORY_LIMIT
 
 if TYPE_CHECKING:

@@ -42,7 +42,7 @@ HOSTILE_TEMPLATES = {
 # Run in a fresh interpreter per template, so RUSAGE_CHILDREN is that template's child alone.
 _MEASURE = """
 import json, resource, sys, time
-from sidecar.render import IsolatedPageTemplate, TemplateError
+from sidecar.sandbox import IsolatedPageTemplate, TemplateError
 started = time.monotonic()
 try:
     IsolatedPageTemplate(sys.argv[1], "/etc/podlister/page/index.html.j2").compile().close()
