@@ -11,19 +11,21 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from sidecar.backoff import DEFAULT_CAP
+from sidecar.backoff import DEFAULT_CAP, Backoff
 from sidecar.config import ExitCode
+from sidecar.failures import FailureTracker
 from sidecar.health import HealthState
 from sidecar.health_server import HealthServer
 from sidecar.kinds import ErrorKind
 from sidecar.kube import Connection, ConnectionConfigError, connect
+from sidecar.listwatch import CONNECT_TIMEOUT, ListerWatcher
 from sidecar.logs import configure_logging
 from sidecar.metrics import Metrics
 from sidecar.previous import read_previous
 from sidecar.publish import Publisher
 from sidecar.sandbox import TemplateError, load_template, packaged_template
 from sidecar.templates_watch import watch_templates
-from sidecar.watch import CONNECT_TIMEOUT, EndpointWatcher
+from sidecar.watch import WORKER, EndpointWatcher
 from sidecar.write import remove_stale_temps
 
 if TYPE_CHECKING:
@@ -84,6 +86,46 @@ def _first_template(settings: Settings, metrics: Metrics) -> Template:
         metrics.errors.labels(ErrorKind.TEMPLATE).inc()
         log.error("template_invalid", **exc.fields(), keeping="<packaged>")
         return packaged_template()
+
+
+def _watcher(  # noqa: PLR0913 - the collaborators the watch is wired to
+    *,
+    settings: Settings,
+    connection: Connection,
+    publisher: Publisher,
+    health: HealthState,
+    metrics: Metrics,
+    stop: threading.Event,
+) -> EndpointWatcher:
+    """The watch loop, its source of lists and watches, and its failure tracker."""
+    failures = FailureTracker(
+        metrics=metrics,
+        backoff=Backoff(),
+        host=connection.api_client.configuration.host,
+        namespace=settings.namespace,
+        on_stale=publisher.set_stale,
+        on_unauthorized=connection.reload_credentials,
+    )
+    source = ListerWatcher(
+        api_client=connection.api_client,
+        service=settings.service,
+        namespace=settings.namespace,
+        idle_timeout=settings.idle_timeout,
+        on_forbidden=lambda error, verb, resource: failures.forbidden(
+            error, verb=verb, resource=resource
+        ),
+        beat=lambda: health.beat(WORKER),
+    )
+    return EndpointWatcher(
+        source=source,
+        failures=failures,
+        watch_timeout=settings.watch_timeout,
+        idle_timeout=settings.idle_timeout,
+        on_change=publisher.submit,
+        health=health,
+        metrics=metrics,
+        stop_event=stop,
+    )
 
 
 def _workers(  # noqa: PLR0913 - the collaborators the threads run
@@ -231,18 +273,13 @@ def _run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) 
         stop_event=stop,
         previous=previous,
     )
-    watcher = EndpointWatcher(
-        api_client=connection.api_client,
-        service=settings.service,
-        namespace=settings.namespace,
-        idle_timeout=settings.idle_timeout,
-        watch_timeout=settings.watch_timeout,
-        on_change=publisher.submit,
-        on_stale=publisher.set_stale,
-        on_unauthorized=connection.reload_credentials,
+    watcher = _watcher(
+        settings=settings,
+        connection=connection,
+        publisher=publisher,
         health=health,
         metrics=metrics,
-        stop_event=stop,
+        stop=stop,
     )
     return _serve(
         stop=stop,

@@ -8,11 +8,11 @@ import random
 from typing import Any
 
 import pytest
+from support.watch_script import Run
 
 from kubestub import endpoint, endpoint_slice
 from sidecar.api_errors import Expired, Malformed, WatchError, seconds, status_event
-from sidecar.membership import slice_view
-from sidecar.stream import MAX_LINE_BYTES, lines, list_page, parse_event, resource_version
+from sidecar.stream import MAX_LINE_BYTES, lines, list_page, parse_event
 
 REAL_EVENTS: list[dict[str, Any]] = [
     {
@@ -43,19 +43,13 @@ def mutate(value: Any, rng: random.Random) -> Any:
     return copy.deepcopy(rng.choice(STRANGE_VALUES))
 
 
-def handle(line: bytes) -> None:
-    """What the watch loop does with one line, minus the I/O: every path it can take."""
-    event = parse_event(line)
-    if event.type == "ERROR":
-        raise status_event(event.object)
-    resource_version(event.object)
-    slice_view(event.object)
-
-
 def test_no_mutated_event_escapes_classification() -> None:
-    """20,000 seeded mutations of real events (shapes, types, truncations, garbage bytes): each
-    is handled or raises Malformed, Expired or WatchError, never anything else.
+    """20,000 seeded mutations of real events (shapes, types, truncations, garbage bytes) fed
+    to the watch loop's own line handler: each is applied, skipped (counted), or raises
+    Expired or WatchError, which the loop catches; never anything else.
     """
+    run = Run([])
+    handle = run.watcher.handle_line
     rng = random.Random(20261125)
     outcomes: dict[str, int] = {}
     for _ in range(20_000):
@@ -68,10 +62,12 @@ def test_no_mutated_event_escapes_classification() -> None:
         try:
             handle(line)
             outcome = "handled"
-        except (Malformed, Expired, WatchError) as exc:
+        except (Expired, WatchError) as exc:
             outcome = type(exc).__name__
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    assert set(outcomes) == {"handled", "Malformed", "Expired", "WatchError"}
+    assert set(outcomes) == {"handled", "Expired", "WatchError"}
+    assert run.metric("podlister_skipped_events_total", reason="malformed") > 0
+    assert run.metric("podlister_skipped_events_total", reason="unknown_type") > 0
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Helpers the tests share that are neither servers nor harnesses: doubles and scripts."""
