@@ -265,6 +265,7 @@ def _run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) 
     )
     if previous is not None:
         log.info("previous_page_served", addresses=len(previous.membership.ready))
+        health.page_restored()
     publisher = Publisher(
         settings=settings,
         template=template,

@@ -48,3 +48,24 @@ def with_change(history: tuple[Change, ...], change: Change | None) -> tuple[Cha
     if change is None:
         return history
     return (change, *history)[:HISTORY_LENGTH]
+
+
+class History:
+    """What the page showed last and the changes that led there (newest first).
+
+    Starts from an earlier run's page when there is one, so the first list after a restart
+    records what really changed; on a first start that first list is no change.
+    """
+
+    def __init__(self, shown: Membership | None = None, entries: tuple[Change, ...] = ()) -> None:
+        """Begin from what an earlier page showed (or nothing)."""
+        self._shown, self.entries = shown, entries
+
+    def note(self, current: Membership, at: dt.datetime) -> Change | None:
+        """Record that the page now shows current; the change it was, if any."""
+        shown, self._shown = self._shown, current
+        if shown is None:
+            return None  # the first list after a first start is where we begin
+        change = change_between(shown, current, at)
+        self.entries = with_change(self.entries, change)
+        return change

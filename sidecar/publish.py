@@ -14,22 +14,24 @@ from sidecar.backoff import Backoff
 from sidecar.document import JSON_FILE, PageData
 from sidecar.etag import DistinctVersions
 from sidecar.fragments import Fragments
-from sidecar.history import change_between, with_change
+from sidecar.history import History
 from sidecar.kinds import ErrorKind
 from sidecar.membership import Membership, membership
-from sidecar.render import page_assets, render_files
-from sidecar.sandbox import Template, TemplateError, packaged_template
+from sidecar.render import page_assets
+from sidecar.sandbox import TemplateError, packaged_template
+from sidecar.template_choice import TemplateChoice
 from sidecar.write import WriteError, write_files
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from sidecar.config import Settings
     from sidecar.health import HealthState
-    from sidecar.history import Change
     from sidecar.membership import Snapshot
     from sidecar.metrics import Metrics
     from sidecar.previous import PreviousPage
+    from sidecar.sandbox import Template
 
 log = structlog.get_logger("sidecar.publish")
 
@@ -71,33 +73,16 @@ class Publisher:
         self._clock = clock
         self._wake = threading.Condition()
         self._snapshot: Snapshot | None = None
-        self._template = template
-        self._fallback = fallback or packaged_template()
-        # The latest template from outside that rendered real data: the one to go back to.
-        self._last_good: Template | None = None
+        self._templates = TemplateChoice(template, fallback or packaged_template(), metrics)
         self._stale_since: dt.datetime | None = None
         self._dirty = False
         self._not_before = 0.0
         self._backoff = Backoff(cap=WRITE_BACKOFF_CAP)
         self._published: tuple[object, ...] | None = None
-        # What the page showed last: an earlier run's page, so the first list after a
-        # restart records what really changed; None on a first start, where it is no change.
+        # An earlier run's page: served until the first list, and where the history goes on.
         self._previous = previous
-        self._shown: Membership | None = previous.membership if previous else None
-        self._history: tuple[Change, ...] = previous.changes if previous else ()
-        if previous is not None:
-            health.page_restored()
-        # Written with every page set (an unchanged asset is only compared, not rewritten).
-        self._assets = page_assets()
-        self._versions = DistinctVersions()
-        # Each member's row and JSON object from the last render: a change re-renders one.
-        self._fragments = Fragments()
-        try:
-            left = (settings.output_dir / POLLED).stat()
-        except OSError:
-            pass  # no earlier page, or a folder the first write will report on
-        else:
-            self._versions.seen(int(left.st_mtime), left.st_size)
+        self._history = History(previous.membership, previous.changes) if previous else History()
+        self._writer = PageWriter(settings.output_dir, self._templates, metrics)
 
     def submit(self, snapshot: Snapshot) -> None:
         """Take the newest state (called from the watch thread); older pending state is dropped."""
@@ -108,12 +93,10 @@ class Publisher:
 
     def set_template(self, template: Template) -> None:
         """Use a new, already validated template and re-render with it."""
+        self._templates.set(template)
         with self._wake:
-            old, self._template = self._template, template
             self._dirty = self._has_page()
             self._wake.notify()
-        if old is not self._fallback and old is not self._last_good:
-            old.close()
 
     def set_stale(self, since: dt.datetime | None) -> None:
         """The API is unreachable since then (None: reachable again); the page says so."""
@@ -147,7 +130,11 @@ class Publisher:
                 if self._stop.is_set():
                     return
                 self._health.beat(WORKER)
-                snapshot, template, stale = self._snapshot, self._template, self._stale_since
+                snapshot, template, stale = (
+                    self._snapshot,
+                    self._templates.current,
+                    self._stale_since,
+                )
                 self._dirty = False
             self._publish(snapshot, template, stale)
 
@@ -178,11 +165,11 @@ class Publisher:
             pod_name=self._settings.pod_name,
             pod_ip=self._settings.pod_ip,
             source=source,
-            changes=self._history,
+            changes=self._history.entries,
             stale_since=stale,
         )
         try:
-            written = self._write(data, template)
+            written = self._writer.write(data, template)
         except TemplateError as exc:  # only if even the compact packaged page fails: a bug
             log.error("render_failed", **exc.fields())
             return
@@ -190,77 +177,6 @@ class Publisher:
             self._write_failed(exc)
             return
         self._written(current, state, received_at, written)
-
-    def _write(self, data: PageData, template: Template) -> list[str]:
-        """Write the pages; when they do not fit, the compact pages (every address still).
-
-        A folder too small for the full page (a sizeLimit set for fewer pods) would
-        otherwise fail every write forever and keep the pod out of the Service.
-        """
-        # Every time, not once: someone may have emptied or re-created the folder. Unchanged
-        # assets cost a compare, not a write.
-        write_files(self._settings.output_dir, self._assets)
-        try:
-            return self._write_pages(self._render(data, template))
-        except WriteError as exc:
-            if exc.cause.errno not in _NO_SPACE:
-                raise
-            full_failed = exc
-        compact = data.compacted()
-        written = self._write_pages(self._render(compact, self._template))
-        self._metrics.errors.labels(ErrorKind.WRITE_COMPACT).inc()
-        log.warning(
-            "write_compact",
-            reason="the full page does not fit in the output folder",
-            path=str(full_failed.path),
-            addresses=len(compact.membership.ready),
-        )
-        return written
-
-    def _render(self, data: PageData, template: Template) -> dict[str, bytes]:
-        """The files, whatever the template or the data: a page is always written.
-
-        A template that fails on real data (an error, or a CPU or memory bound) is rejected
-        like one that does not compile: the last template that rendered real data takes its
-        place, else the packaged page, until a new template comes. Data too large for the
-        packaged page (a hostile API answer) gives the compact page: every address, without
-        names or history.
-        """
-        try:
-            files = render_files(data, template, self._fragments)
-        except TemplateError as exc:
-            if template is not self._fallback:
-                self._metrics.errors.labels(ErrorKind.TEMPLATE).inc()
-                return self._render(data, self._reject(template, exc))
-            if data.compact:
-                raise  # the compact page of the packaged template cannot fail: a bug
-            self._metrics.errors.labels(ErrorKind.RENDER_COMPACT).inc()
-            log.error("render_compact", **exc.fields(), addresses=len(data.membership.ready))
-            return render_files(data.compacted(), self._fallback, self._fragments)
-        if template is not self._fallback and template is not self._last_good:
-            old, self._last_good = self._last_good, template
-            if old is not None and old is not self._template:
-                old.close()
-        return files
-
-    def _reject(self, template: Template, exc: TemplateError) -> Template:
-        """Drop a template that failed on real data; the one to render with instead."""
-        template.close()
-        if self._last_good is template:
-            self._last_good = None
-        instead = self._last_good or self._fallback
-        log.error("template_rejected", **exc.fields(), keeping=instead.origin)
-        with self._wake:
-            if self._template is template:
-                self._template = instead
-        return instead
-
-    def _write_pages(self, files: dict[str, bytes]) -> list[str]:
-        # One modification time for all three, chosen here so the second that keeps
-        # index.json's ETag distinct is the second nginx will put in it.
-        now_ns = time.time_ns()
-        files[POLLED] = self._versions.distinct(files[POLLED], now_ns // 1_000_000_000)
-        return write_files(self._settings.output_dir, files, mtime_ns=now_ns)
 
     def _written(
         self, current: Membership, state: tuple[object, ...], received_at: float, written: list[str]
@@ -288,13 +204,9 @@ class Publisher:
         )
 
     def _note_change(self, current: Membership) -> None:
-        shown, self._shown = self._shown, current
-        if shown is None:
-            return  # the first list after a first start is where we begin, not a change
-        change = change_between(shown, current, dt.datetime.now(dt.UTC))
+        change = self._history.note(current, dt.datetime.now(dt.UTC))
         if change is None:
             return
-        self._history = with_change(self._history, change)
         log.info(
             "membership_changed",
             added=change.added,
@@ -319,3 +231,57 @@ class Publisher:
             reason=exc.cause.strerror,
             retry_in=round(delay, 2),
         )
+
+
+class PageWriter:
+    """Writes pages and assets: atomic, with distinct ETags, compact when full ones do not fit."""
+
+    def __init__(self, folder: Path, templates: TemplateChoice, metrics: Metrics) -> None:
+        """Note the ETag of a page an earlier run left, so the next one differs from it."""
+        self._folder, self._templates, self._metrics = folder, templates, metrics
+        # Written with every page set (an unchanged asset is only compared, not rewritten).
+        self._assets = page_assets()
+        self._versions = DistinctVersions()
+        # Each member's row and JSON object from the last render: a change re-renders one.
+        self._fragments = Fragments()
+        try:
+            left = (folder / POLLED).stat()
+        except OSError:
+            pass  # no earlier page, or a folder the first write will report on
+        else:
+            self._versions.seen(int(left.st_mtime), left.st_size)
+
+    def write(self, data: PageData, template: Template) -> list[str]:
+        """Write the pages; when they do not fit, the compact pages (every address still).
+
+        A folder too small for the full page (a sizeLimit set for fewer pods) would
+        otherwise fail every write forever and keep the pod out of the Service.
+        """
+        # Every time, not once: someone may have emptied or re-created the folder. Unchanged
+        # assets cost a compare, not a write.
+        write_files(self._folder, self._assets)
+        try:
+            return self._write_pages(self._templates.render(data, template, self._fragments))
+        except WriteError as exc:
+            if exc.cause.errno not in _NO_SPACE:
+                raise
+            full_failed = exc
+        compact = data.compacted()
+        written = self._write_pages(
+            self._templates.render(compact, self._templates.current, self._fragments)
+        )
+        self._metrics.errors.labels(ErrorKind.WRITE_COMPACT).inc()
+        log.warning(
+            "write_compact",
+            reason="the full page does not fit in the output folder",
+            path=str(full_failed.path),
+            addresses=len(compact.membership.ready),
+        )
+        return written
+
+    def _write_pages(self, files: dict[str, bytes]) -> list[str]:
+        # One modification time for all three, chosen here so the second that keeps
+        # index.json's ETag distinct is the second nginx will put in it.
+        now_ns = time.time_ns()
+        files[POLLED] = self._versions.distinct(files[POLLED], now_ns // 1_000_000_000)
+        return write_files(self._folder, files, mtime_ns=now_ns)

@@ -1,0 +1,179 @@
+"""The publisher in-process: real files in a temporary folder, its loop in a thread, the
+clock it takes; snapshots made from real EndpointSlice objects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from kubestub import endpoint, endpoint_slice
+from polling import wait_until
+from sidecar.config import load_settings
+from sidecar.health import HealthState
+from sidecar.kinds import Source
+from sidecar.membership import Snapshot, slice_view
+from sidecar.metrics import Metrics
+from sidecar.publish import Publisher
+from sidecar.sandbox import compile_template, packaged_template
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+# The publisher's clock runs this far ahead of time.monotonic(): a latency measured on the
+# wrong clock would be off by this much.
+CLOCK_OFFSET = 10_000.0
+
+
+class Running:
+    """A publisher writing into folder, its loop in a thread until stop()."""
+
+    def __init__(self, folder: Path, clock: Callable[[], float]) -> None:
+        """Start the loop; nothing is written before the first snapshot."""
+        settings = load_settings(
+            {"PODLISTER_SERVICE": "web", "PODLISTER_OUTPUT_DIR": str(folder)},
+            namespace_file=Path("/nonexistent"),
+            stdout_is_tty=False,
+        )
+        self.folder, self.clock = folder, clock
+        self.metrics = Metrics()
+        self.health = HealthState(stuck_after=60, metrics=self.metrics)
+        self.stop_event = threading.Event()
+        self.publisher = Publisher(
+            settings=settings,
+            template=packaged_template(),
+            health=self.health,
+            metrics=self.metrics,
+            stop_event=self.stop_event,
+            clock=clock,
+        )
+        self.thread = threading.Thread(target=self.publisher.run, name="publish")
+        self.thread.start()
+
+    def submit(self, *addresses: str, age: float = 0.0) -> None:
+        """A snapshot of one slice holding addresses, received age seconds ago."""
+        obj = endpoint_slice("web-a", service="web", endpoints=[endpoint(a) for a in addresses])
+        self.publisher.submit(
+            Snapshot(
+                views=(slice_view(obj),),
+                source=Source.ENDPOINT_SLICES,
+                received_at=self.clock() - age,
+            )
+        )
+
+    def writes(self) -> float:
+        """Page sets written so far."""
+        return self.metrics.registry.get_sample_value("podlister_writes_total") or 0.0
+
+    def listed(self) -> list[str]:
+        """index.txt's addresses (the test waits for the write before it reads)."""
+        return (self.folder / "index.txt").read_text().split()
+
+    def stop(self) -> None:
+        """Stop the loop and join its thread."""
+        self.stop_event.set()
+        self.publisher.stop()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    """A publisher on a clock CLOCK_OFFSET ahead, writing into a fresh folder."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    publisher = Running(folder, lambda: time.monotonic() + CLOCK_OFFSET)
+    yield publisher
+    publisher.stop()
+
+
+def test_a_snapshot_becomes_the_pages_and_the_latency_is_on_its_clock(running: Running) -> None:
+    """A snapshot received 0.2 s ago (on the publisher's clock) is written as the three pages;
+    the event-to-write latency, measured on that clock, is at least 0.2 s and small.
+    """
+    running.submit("10.0.0.2", "10.0.0.1", age=0.2)
+    wait_until(lambda: running.writes() == 1, timeout=5, what="the first write")
+    assert running.listed() == ["10.0.0.1", "10.0.0.2"]
+    assert {p.name for p in running.folder.iterdir()} >= {"index.html", "index.json", "index.txt"}
+    total = running.metrics.registry.get_sample_value("podlister_event_to_write_seconds_sum")
+    assert total is not None
+    assert 0.2 <= total < 5
+    assert running.health.ready
+
+
+def test_unchanged_state_is_not_rewritten_and_a_burst_is_coalesced(running: Running) -> None:
+    """The same membership again writes nothing; a burst of changes ends in the last one,
+    in fewer writes than changes.
+    """
+    running.submit("10.0.0.1")
+    wait_until(lambda: running.writes() == 1, timeout=5, what="the first write")
+    running.submit("10.0.0.1")
+    for last in range(2, 40):
+        running.submit("10.0.0.1", f"10.0.1.{last}")
+    wait_until(
+        lambda: running.listed() == ["10.0.0.1", "10.0.1.39"],
+        timeout=5,
+        what="the burst's last state",
+    )
+    assert running.writes() < 38
+
+
+def test_stale_marks_the_page_and_clears_it(running: Running) -> None:
+    """set_stale(since) rewrites index.json with stale_since; set_stale(None) clears it."""
+    running.submit("10.0.0.1")
+    wait_until(lambda: running.writes() == 1, timeout=5, what="the first write")
+    since = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    running.publisher.set_stale(since)
+    wait_until(lambda: running.writes() == 2, timeout=5, what="the stale write")
+    assert (
+        '"stale_since": "2026-11-30T12:00:00.000Z"' in (running.folder / "index.json").read_text()
+    )
+    running.publisher.set_stale(None)
+    wait_until(lambda: running.writes() == 3, timeout=5, what="the fresh write")
+    assert '"stale_since": null' in (running.folder / "index.json").read_text()
+
+
+def test_a_template_failing_on_real_data_falls_back_to_the_packaged_page(
+    running: Running,
+) -> None:
+    """A template that renders the sample data but fails on this data is rejected: the
+    packaged page is written instead, and the rejection is counted.
+    """
+    source = "{% if addresses|length > 1 %}{{ undefined_name }}{% endif %}ok"
+    running.publisher.set_template(compile_template(source, "test.j2"))
+    running.submit("10.0.0.1", "10.0.0.2")
+    wait_until(lambda: running.writes() == 1, timeout=5, what="the first write")
+    assert "<!doctype html>" in (running.folder / "index.html").read_text().lower()
+    rejected = running.metrics.registry.get_sample_value(
+        "podlister_errors_total", {"kind": "template"}
+    )
+    assert rejected == 1
+
+
+def test_a_failed_write_is_retried_until_the_folder_works(tmp_path: Path) -> None:
+    """The output path is a file, not a folder: the write fails, is counted, the pod is not
+    ready; once the folder exists the retry writes the page.
+    """
+    folder = tmp_path / "out"
+    folder.write_text("not a folder")
+    publisher = Running(folder, time.monotonic)
+    try:
+        publisher.submit("10.0.0.1")
+        wait_until(
+            lambda: publisher.metrics.registry.get_sample_value(
+                "podlister_errors_total", {"kind": "write"}
+            ),
+            timeout=5,
+            what="the failed write counted",
+        )
+        assert not publisher.health.ready
+        folder.unlink()
+        folder.mkdir()
+        wait_until(lambda: publisher.writes() == 1, timeout=15, what="the retried write")
+        assert publisher.listed() == ["10.0.0.1"]
+    finally:
+        publisher.stop()
