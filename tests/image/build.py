@@ -64,23 +64,30 @@ def _has_image(name: str) -> bool:
 
 
 def build_base() -> str:
-    """The Debian base (python3, python3-venv) in local storage, made once per machine.
+    """The Debian base (python3, python3-venv) in local storage, made once per machine."""
+    return debian_image(BASE_IMAGE, BASE_PACKAGES)
+
+
+def debian_image(name: str, packages: tuple[str, ...], changes: tuple[str, ...] = ()) -> str:
+    """An image of Debian's essential set plus packages, by mmdebstrap, made once per
+    machine: name, once it is in local storage.
 
     Under a lock, so that two suites at once make it once; mmdebstrap writes a tarball of
     this run's own, and the image exists in podman's storage only once imported whole.
+    changes: Dockerfile instructions for the import (ENV PATH=...).
     """
-    if _has_image(BASE_IMAGE):
-        return BASE_IMAGE
-    with cache.locked(cache.root() / ".base-image.lock"):
-        if _has_image(BASE_IMAGE):
-            return BASE_IMAGE
+    if _has_image(name):
+        return name
+    with cache.locked(cache.root() / f".{name.replace('/', '_').replace(':', '_')}.lock"):
+        if _has_image(name):
+            return name
         with tempfile.TemporaryDirectory(prefix="podlister-base-") as folder:
-            tarball = Path(folder) / "podlister-python-bookworm.tar"
+            tarball = Path(folder) / "image.tar"
             _run(
                 [
                     "mmdebstrap",
                     "--variant=essential",
-                    f"--include={','.join(BASE_PACKAGES)}",
+                    f"--include={','.join(packages)}",
                     "--mode=root",
                     "--quiet",
                     "bookworm",
@@ -89,8 +96,9 @@ def build_base() -> str:
                 ],
                 timeout=900,
             )
-            _run([*PODMAN, "import", "--quiet", str(tarball), BASE_IMAGE], timeout=300)
-    return BASE_IMAGE
+            change_flags = [flag for change in changes for flag in ("--change", change)]
+            _run([*PODMAN, "import", "--quiet", *change_flags, str(tarball), name], timeout=300)
+    return name
 
 
 def build_image(tag: str = IMAGE, *, base: str | None = BASE_IMAGE) -> str:
