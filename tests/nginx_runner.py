@@ -13,11 +13,10 @@ import signal
 import stat
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from polling import wait_until
+from support.http import status
 
 REPO = Path(__file__).resolve().parent.parent
 NGINX_CONF = REPO / "k8s" / "nginx" / "nginx.conf"
@@ -116,13 +115,7 @@ class NginxPod:
 
     def status(self, path: str) -> int:
         """HTTP status of a GET (0 when nothing answers)."""
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=2) as response:  # noqa: S310
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+        return status(self.url + path)
 
     def kill(self) -> None:
         """Crash: SIGKILL the master and its workers at once."""

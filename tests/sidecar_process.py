@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from page_html import shows_exactly
 from polling import wait_until
+from support.http import status
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -166,13 +167,7 @@ class SidecarProcess:
 
     def probe(self, path: str) -> int:
         """HTTP status of a health path (0 when nothing answers)."""
-        try:
-            with urllib.request.urlopen(self.health_url(path), timeout=2) as response:  # noqa: S310
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+        return status(self.health_url(path))
 
     def metrics_text(self) -> str:
         """The /metrics page."""

@@ -5,19 +5,12 @@ from __future__ import annotations
 import random
 
 from sidecar.backoff import Backoff
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from support.clock import FakeClock
 
 
 def test_doubles_to_the_cap_with_bounded_jitter() -> None:
     """Delays double from 0.8 s, never exceed 30 s, and jitter adds at most 25 %."""
-    clock = Clock()
+    clock = FakeClock()
     backoff = Backoff(clock=clock, rng=random.Random(1))
     delays = []
     for _ in range(10):
@@ -43,7 +36,7 @@ def test_retry_after_is_a_floor_but_capped() -> None:
 
 def test_resets_after_a_quiet_period() -> None:
     """A failure more than a minute after the previous one starts again at 0.8 s."""
-    clock = Clock()
+    clock = FakeClock()
     backoff = Backoff(clock=clock, rng=random.Random(1))
     for _ in range(6):
         backoff.failure()

@@ -19,24 +19,18 @@ from polling import wait_until
 from sidecar.health import HealthState
 from sidecar.health_server import MAX_CONNECTIONS, MAX_HEAD_BYTES, REQUEST_DEADLINE, HealthServer
 from sidecar.metrics import Metrics
+from support.clock import FakeClock
+from support.http import status
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_worker_that_stops_beating_is_stuck() -> None:
     """Live while every worker beats within stuck_after; a silent worker makes it not live,
     and names itself; its next beat makes it live again.
     """
-    clock = Clock()
+    clock = FakeClock(100.0)
     state = HealthState(stuck_after=10, clock=clock)
     state.beat("watch")
     state.beat("publish")
@@ -53,7 +47,7 @@ def test_a_worker_that_stops_beating_is_stuck() -> None:
 
 def test_a_worker_waiting_for_news_is_not_stuck() -> None:
     """A worker blocked waiting for work with no bound (nothing changes) stays live forever."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     state = HealthState(stuck_after=10, clock=clock)
     state.beat("publish")
     state.waiting("publish")
@@ -81,15 +75,6 @@ def test_a_restored_page_is_ready_at_once() -> None:
     assert state.ready
 
 
-def status(url: str, method: str = "GET") -> int:
-    request = urllib.request.Request(url, method=method)  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 @contextlib.contextmanager
 def serving(
     state: HealthState, host: str = "127.0.0.1", *, request_deadline: float = REQUEST_DEADLINE
@@ -106,7 +91,7 @@ def serving(
 
 def test_http_endpoints() -> None:
     """/healthz, /readyz and /metrics answer over real HTTP with the state's verdicts."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     state = HealthState(stuck_after=10, clock=clock)
     with serving(state) as server:
         base = "http://{}:{}".format(*server.address)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +18,7 @@ from kubelet_volume import write_volume
 from polling import wait_until
 from ports import free_port
 from sidecar_process import PAGE_FILES
+from support.http import status
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -184,16 +183,6 @@ def test_runs_as_deployed_against_the_real_control_plane(
     logs = podman("logs", container_name).stdout.splitlines()
     assert logs
     assert all(line.startswith("{") and json.loads(line) for line in logs)
-
-
-def status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
 
 
 def test_base_image_command_names_the_base(image: str) -> None:

@@ -8,11 +8,11 @@ import random
 from typing import Any
 
 import pytest
-from support.watch_script import Run
 
 from kubestub import endpoint, endpoint_slice
 from sidecar.api_errors import Expired, Malformed, WatchError, seconds, status_event
 from sidecar.stream import MAX_LINE_BYTES, lines, list_page, parse_event
+from support.watch_script import Run
 
 REAL_EVENTS: list[dict[str, Any]] = [
     {

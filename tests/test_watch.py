@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 import urllib3
+
 from support.watch_script import Run
 
 if TYPE_CHECKING:

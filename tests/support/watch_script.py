@@ -17,6 +17,7 @@ from sidecar.kinds import Source
 from sidecar.membership import SliceView, Snapshot, endpoints_view, slice_view
 from sidecar.metrics import Metrics
 from sidecar.watch import EndpointWatcher
+from support.clock import FakeClock
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -35,18 +36,6 @@ class RecordingStop(threading.Event):
         """Record the wait instead of waiting."""
         self.waits.append(timeout or 0.0)
         return self.is_set()
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test (or the script) says so."""
-
-    def __init__(self) -> None:
-        """Start at 1000."""
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        """The current time."""
-        return self.now
 
 
 class ScriptedSource:
@@ -103,7 +92,7 @@ class Run:
     def __init__(self, steps: list[Any]) -> None:
         """Run the loop over steps until the script is used up."""
         self.stop = RecordingStop()
-        self.clock = FakeClock()
+        self.clock = FakeClock(1000.0)
         self.source = ScriptedSource(steps, self.stop, self.clock)
         self.metrics = Metrics()
         self.snapshots: list[Snapshot] = []
