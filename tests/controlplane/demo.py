@@ -22,14 +22,11 @@ from controlplane.cluster import ControlPlane
 from controlplane.node import ProcessNode, ServiceProxy, converged
 from localcluster.flags import (
     DemoStopped,
-    demo_arguments,
-    lb_address,
-    line_buffered_output,
+    demo_start,
     run_until_stopped,
     say,
 )
 from localcluster.loadbalancer import LoadBalancer
-from nginx_runner import INSTALL_HINT, nginx_binary
 from polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,14 +59,10 @@ def settle(node: ProcessNode, lb: LoadBalancer, replicas: int, closing: threadin
 
 def main() -> int:
     """Run the demo; stop everything it started on Ctrl-C, SIGTERM or its parent's end."""
-    line_buffered_output()
-    args = demo_arguments("python -m controlplane.demo", __doc__)
-    try:
-        nginx_binary()
-    except FileNotFoundError:
-        print(INSTALL_HINT, file=sys.stderr)
+    begun = demo_start("python -m controlplane.demo", __doc__)
+    if begun is None:
         return 2
-    address = lb_address(args.port)
+    args, address = begun
     if args.keep:
         print(f"open http://{address}/ in a browser once the pods are up: it follows them live")
     try:

@@ -7,20 +7,16 @@ running until Ctrl-C or SIGTERM; either stops every process it started and remov
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TYPE_CHECKING
 
 from localcluster.cluster import ClusterClosingError, LocalCluster
 from localcluster.flags import (
     DemoStopped,
-    demo_arguments,
-    lb_address,
-    line_buffered_output,
+    demo_start,
     run_until_stopped,
     say,
 )
-from nginx_runner import INSTALL_HINT, nginx_binary
 
 if TYPE_CHECKING:
     import threading
@@ -61,14 +57,10 @@ def step(cluster: LocalCluster, replicas: int) -> None:
 
 def main() -> int:
     """Run the demo; stop everything it started on Ctrl-C, SIGTERM or its parent's end."""
-    line_buffered_output()
-    args = demo_arguments("python -m localcluster", __doc__)
-    try:
-        nginx_binary()
-    except FileNotFoundError:
-        print(INSTALL_HINT, file=sys.stderr)
+    begun = demo_start("python -m localcluster", __doc__)
+    if begun is None:
         return 2
-    address = lb_address(args.port)
+    args, address = begun
     cluster = LocalCluster(lb_address=address)
     if args.keep:
         print(f"open http://{address}/ in a browser: it follows the pods live")

@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from nginx_runner import INSTALL_HINT, nginx_binary
 from ports import free_port
 
 if TYPE_CHECKING:
@@ -111,3 +112,17 @@ def run_until_stopped(
     closing.set()
     thread.join(timeout=STEP_GRACE_SECONDS)
     return failed
+
+
+def demo_start(prog: str, description: str | None) -> tuple[argparse.Namespace, str] | None:
+    """What every demo does first: output line by line, its arguments, nginx found, the load
+    balancer's address; None (the reason printed) when nginx is not installed.
+    """
+    line_buffered_output()
+    args = demo_arguments(prog, description)
+    try:
+        nginx_binary()
+    except FileNotFoundError:
+        print(INSTALL_HINT, file=sys.stderr)
+        return None
+    return args, lb_address(args.port)
