@@ -8,6 +8,9 @@
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm@sha256:782412e85d0f0984994c290652577d4018aff08145c85b262bb63dc0c7522254
 
 FROM ${PYTHON_IMAGE} AS build
+# Set by a reproducible build (tox -e release): bytecode is then hash-checked, with no
+# build-time dates in it (py_compile and pip honour it).
+ARG SOURCE_DATE_EPOCH
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1

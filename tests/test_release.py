@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,3 +149,31 @@ def test_release_failures_are_one_line(tmp_path: Path) -> None:
     assert "push to 127.0.0.1:1/podlister-sidecar:0.1.0 failed" in no_push.stderr
     assert "buildah login" in no_push.stderr
     assert "Traceback" not in no_base.stderr + no_push.stderr
+
+
+README_REPRODUCE = ".venv/bin/tox -e reproduce -- --base localhost/podlister-python:bookworm"
+
+
+@pytest.mark.timeout(900)
+def test_two_builds_of_one_commit_are_one_image() -> None:
+    """The README's reproduce command, run twice: no cache, every date the commit's, and the
+    two builds print one image ID.
+    """
+    assert README_REPRODUCE in (REPO / "README.md").read_text(encoding="utf-8")
+    ids = []
+    for _ in range(2):
+        result = subprocess.run(
+            README_REPRODUCE.split(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=420,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        found = re.search(
+            r"^image ([0-9a-f]{64}) \(every date (\d+)\)$", result.stdout, re.MULTILINE
+        )
+        assert found, result.stdout[-2000:]
+        ids.append(found.group(1))
+    assert ids[0] == ids[1]

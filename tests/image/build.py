@@ -101,23 +101,39 @@ def debian_image(name: str, packages: tuple[str, ...], changes: tuple[str, ...] 
     return name
 
 
-def build_image(tag: str = IMAGE, *, base: str | None = BASE_IMAGE) -> str:
+def build_image(
+    tag: str = IMAGE,
+    *,
+    base: str | None = BASE_IMAGE,
+    timestamp: int | None = None,
+    cache: bool = True,
+) -> str:
     """Build the Dockerfile, passing the host's CA bundle and pip configuration as secrets;
     return the image's ID.
 
     With base (an image in local storage) nothing is pulled; without, the Dockerfile's
     pinned default is pulled if missing. Callers use the ID, not the tag: another run on
     the machine may move the tag to its own build at any time.
+
+    timestamp (seconds since the epoch, e.g. the commit's time): a reproducible build, every
+    date in the image set to it (buildah's --timestamp, and SOURCE_DATE_EPOCH for the
+    bytecode pip and compileall write). cache=False: every step runs again.
     """
     with tempfile.TemporaryDirectory(prefix="podlister-build-") as folder:
         iidfile = Path(folder) / "iid"
-        _build(tag, base=base, iidfile=iidfile)
+        _build(tag, base=base, iidfile=iidfile, timestamp=timestamp, cache=cache)
         return iidfile.read_text(encoding="utf-8").strip().removeprefix("sha256:")
 
 
-def _build(tag: str, *, base: str | None, iidfile: Path) -> None:
-    command = ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--layers"]
+def _build(
+    tag: str, *, base: str | None, iidfile: Path, timestamp: int | None, cache: bool
+) -> None:
+    command = ["buildah", "bud", "--isolation", "chroot", "--network", "host"]
+    command += ["--layers"] if cache else ["--no-cache"]
     command += ["--iidfile", str(iidfile)]
+    if timestamp is not None:
+        command += ["--timestamp", str(timestamp)]
+        command += ["--build-arg", f"SOURCE_DATE_EPOCH={timestamp}"]
     if base is not None:
         command += ["--pull=never", "--build-arg", f"PYTHON_IMAGE={base}"]
     command += ["-t", tag]

@@ -9,6 +9,7 @@ line saying what to do, exit 2.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,10 +41,35 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def commit_time() -> int:
+    """Every date in a release's image: $SOURCE_DATE_EPOCH, else the checkout's commit time."""
+    explicit = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if explicit:
+        if not explicit.isdigit():
+            msg = f"SOURCE_DATE_EPOCH={explicit!r} is not a count of seconds"
+            raise ReleaseError(msg)
+        return int(explicit)
+    result = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0 or not result.stdout.strip().isdigit():
+        msg = "not a git checkout: set SOURCE_DATE_EPOCH to the release's time"
+        raise ReleaseError(msg)
+    return int(result.stdout.strip())
+
+
 def build(tag: str, base: str | None) -> str:
-    """The built image's ID; ReleaseError naming the fix when the build fails."""
+    """The built image's ID, reproducible (no cache, every date the commit's); ReleaseError
+    naming the fix when the build fails.
+    """
     try:
-        return build_image(f"localhost/podlister-sidecar:{tag}", base=base)
+        return build_image(
+            f"localhost/podlister-sidecar:{tag}", base=base, timestamp=commit_time(), cache=False
+        )
     except ImageBuildError as exc:
         why = _last_line(str(exc))
         if base is None:
