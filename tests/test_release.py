@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from image.build import REPO
+from image.build import PODMAN, REPO, RUN_FLAGS
 from polling import wait_until
 from ports import free_port
 
@@ -91,6 +92,7 @@ def test_release_pins_the_digest_the_registry_serves(registry: str, tmp_path: Pa
             f"--overlay={overlay}",
             "--base=localhost/podlister-python:bookworm",
             "--insecure",
+            f"--sbom-dir={tmp_path / 'sbom'}",
         ],
         capture_output=True,
         text=True,
@@ -115,6 +117,23 @@ def test_release_pins_the_digest_the_registry_serves(registry: str, tmp_path: Pa
     deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
     sidecar = deployment["spec"]["template"]["spec"]["initContainers"][0]
     assert sidecar["image"] == f"{repository}@{digest}"
+    # The SBOM names the locked Python packages and the base's Debian packages.
+    components = json.loads((tmp_path / "sbom" / "podlister-sidecar-0.1.0.cdx.json").read_text())
+    purls = {c.get("purl", "").split("?")[0] for c in components["components"]}
+    assert "pkg:pypi/kubernetes@37.0.2" in purls
+    python3 = subprocess.run(
+        [
+            *(*PODMAN, "run", "--rm", *RUN_FLAGS, "--entrypoint", "dpkg-query"),
+            *("localhost/podlister-python:bookworm", "-W", "-f=${Version}", "python3"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert f"pkg:deb/debian/python3@{python3.replace('+', '%2B')}" in purls
+    spdx = json.loads((tmp_path / "sbom" / "podlister-sidecar-0.1.0.spdx.json").read_text())
+    assert any(p["name"] == "kubernetes" for p in spdx["packages"])
 
 
 def run_release(*args: str) -> subprocess.CompletedProcess[str]:

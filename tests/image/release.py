@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from image.build import BASE_IMAGE, REPO, ImageBuildError, build_image
+from image.build import BASE_IMAGE, PODMAN, REPO, ImageBuildError, build_image
 
 PUBLISHED_NAME = "ghcr.io/podlister/podlister-sidecar"  # the name the base's Deployment uses
 PIN_HEADER = """\
@@ -135,14 +136,42 @@ def pin(overlay: Path, repository: str, digest: str) -> Path:
     return path
 
 
+def sbom(image_id: str, folder: Path, name: str) -> list[Path]:
+    """CycloneDX and SPDX SBOMs of the image (syft, from requirements/release.lock)."""
+    syft = shutil.which("syft") or str(Path(sys.executable).parent / "syft")
+    if not Path(syft).is_file():
+        msg = "syft is not installed: run the release through `tox -e release`, which installs it"
+        raise ReleaseError(msg)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / f"{name}.cdx.json", folder / f"{name}.spdx.json"]
+    with tempfile.TemporaryDirectory(prefix="podlister-sbom-") as work:
+        archive = Path(work) / "image.tar"
+        for command in (
+            [*PODMAN, "save", "--quiet", "--format", "oci-archive", "-o", str(archive), image_id],
+            [
+                *(syft, "-q", f"oci-archive:{archive}"),
+                *(f"-o=cyclonedx-json={written[0]}", f"-o=spdx-json={written[1]}"),
+            ],
+        ):
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=600, check=False
+            )
+            if result.returncode != 0:
+                msg = f"the SBOM failed at {Path(command[0]).name}: {_last_line(result.stderr)}"
+                raise ReleaseError(msg)
+    return written
+
+
 def release(args: argparse.Namespace) -> None:
-    """Build, push, pin, and print the apply command."""
+    """Build, push, pin, write the SBOM, and print the apply command."""
     tag = version()
     built = build(tag, args.base)
     digest = push(built, f"{args.repository}:{tag}", tls_verify=not args.insecure)
     pinned = pin(args.overlay, args.repository, digest)
+    boms = sbom(built, args.sbom_dir, f"podlister-sidecar-{tag}")
     print(f"pushed {args.repository}:{tag} as {digest}")
     print(f"pinned in {pinned}")
+    print(f"SBOM: {' '.join(str(bom) for bom in boms)}")
     print(f"deploy: kubectl apply -k {args.overlay}")
 
 
@@ -160,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--insecure", action="store_true", help="plain http (a registry on loopback)"
+    )
+    parser.add_argument(
+        "--sbom-dir",
+        type=Path,
+        default=REPO / "build" / "release",
+        help="where the CycloneDX and SPDX SBOMs go",
     )
     args = parser.parse_args(argv)
     try:
