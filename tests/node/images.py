@@ -53,7 +53,9 @@ def pause_image(binaries: Path) -> str:
         _run(["buildah", "config", "--entrypoint", '["/pause"]', container], timeout=60)
         with tempfile.TemporaryDirectory(prefix="podlister-pause-") as folder:
             iid = Path(folder) / "iid"
-            _run(["buildah", "commit", "--quiet", "--iidfile", str(iid), container], timeout=120)
+            # Dated 0: the same binary gives the same image ID, so runs do not pile up images.
+            command = ["buildah", "commit", "--quiet", "--timestamp", "0", "--iidfile", str(iid)]
+            _run([*command, container], timeout=120)
             return iid.read_text(encoding="utf-8").strip().removeprefix("sha256:")
     finally:
         subprocess.run(["buildah", "rm", container], capture_output=True, timeout=60, check=False)
