@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from browser import READY_ROWS, launch, page_probes
+from controlplane.build import build
 from node import host
 from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
@@ -108,6 +110,42 @@ def test_tox_e_node_keeps_a_node_until_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
+
+
+def test_a_node_whose_owner_is_killed_goes_with_it(tmp_path: Path) -> None:
+    """SIGKILL to the process that made a node's namespaces (a test run killed half-way):
+    the namespaces' init dies too, and with it every process the node had.
+    """
+    pause = build() / "pause"
+    script = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from pathlib import Path; from node.namespace import Namespaces;"
+        "spaces = Namespaces(Path(sys.argv[2]), Path(sys.argv[3])).start();"
+        "print(spaces.init_pid, flush=True); time.sleep(120)"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script, str(REPO / "tests"), str(pause), str(tmp_path / "log")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        init = int(owner.stdout.readline())
+        assert Path(f"/proc/{init}").exists()
+        owner.kill()
+        owner.wait(timeout=10)
+        wait_until(
+            lambda: not Path(f"/proc/{init}").exists(),
+            timeout=10,
+            interval=0.05,
+            what="the node's init gone with its owner",
+        )
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(timeout=10)
+        assert owner.stdout is not None
+        owner.stdout.close()
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,12 @@ def main() -> int:
     node = Node(root / "node")
     try:
         started = time.monotonic()
+        # In the main thread: the node lives as long as the thread that started it (its
+        # namespaces die with it), and Ctrl-C during the start stops it here.
+        node.start()
+        say(f"node Ready after {time.monotonic() - started:.0f} s: {node.timings}")
 
         def steps(closing: threading.Event) -> None:
-            node.start()
-            say(f"node Ready after {time.monotonic() - started:.0f} s: {node.timings}")
             overlay = image_overlay(root / "overlay", "local", node.image_refs)
             applied = node.kubectl("apply", "-k", str(overlay))
             say(applied.stdout.rstrip() or applied.stderr.rstrip())

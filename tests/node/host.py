@@ -46,11 +46,15 @@ def _load() -> dict[str, Any]:
     return loaded
 
 
+def _lock() -> Path:
+    return cache.root() / ".node-sysctls.lock"
+
+
 def hold_sysctls() -> dict[str, str]:
     """Record the sysctls as they are before this run's node (unless a run holds them
     already); the values that will be written back.
     """
-    with cache.locked(RECORD.with_suffix(".lock")):
+    with cache.locked(_lock()):
         record = _load()
         values = record.get("values") or {key: read_sysctl(key) for key in SYSCTLS}
         holders = [pid for pid in record.get("holders", []) if _alive(pid)]
@@ -61,7 +65,7 @@ def hold_sysctls() -> dict[str, str]:
 
 def release_sysctls() -> dict[str, str]:
     """Leave; the last run out writes the recorded values back. The sysctls that differed."""
-    with cache.locked(RECORD.with_suffix(".lock")):
+    with cache.locked(_lock()):
         record = _load()
         values: dict[str, str] = record.get("values", {})
         holders = [pid for pid in record.get("holders", []) if pid != os.getpid() and _alive(pid)]

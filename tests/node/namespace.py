@@ -26,6 +26,7 @@ from typing import Self
 from polling import wait_until
 
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 10.0
 
 
@@ -42,11 +43,14 @@ class Namespaces:
         """Make the namespaces; return once their init runs."""
         with self._log_path.open("ab") as log:
             # --propagation private: nothing mounted inside reaches the host's mount table.
+            # --kill-child: when unshare dies, so does the init, and with it the namespace;
+            # and unshare dies with this process (a test killed half-way leaves no node).
             self._unshare = subprocess.Popen(
                 [
                     "unshare",
                     "--pid",
                     "--fork",
+                    "--kill-child=SIGKILL",
                     "--mount-proc",
                     "--net",
                     "--mount",
@@ -59,6 +63,7 @@ class Namespaces:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl before exec
             )
         self.init_pid = wait_until(self._child_of_unshare, timeout=10, what="the node's init")
         return self
@@ -125,6 +130,15 @@ class Namespaces:
                 os.killpg(self._unshare.pid, signal.SIGKILL)
             self._unshare.wait(timeout=STOP_TIMEOUT)
         self._unshare = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the thread that started it ends (so the node
+    is started from the main thread, which lives as long as its process).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
 class Dialer:
