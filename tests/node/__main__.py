@@ -34,7 +34,11 @@ def main() -> int:
         started = time.monotonic()
         # In the main thread: the node lives as long as the thread that started it (its
         # namespaces die with it), and Ctrl-C during the start stops it here.
-        node.start()
+        try:
+            node.start()
+        except Exception as exc:  # noqa: BLE001 - one line, then everything is stopped
+            say(f"node failed to start: {type(exc).__name__}: {str(exc)[-2000:]}")
+            return 1
         say(f"node Ready after {time.monotonic() - started:.0f} s: {node.timings}")
 
         def steps(closing: threading.Event) -> None:
