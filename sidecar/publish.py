@@ -186,22 +186,7 @@ class Publisher:
         self._published = state
         self._backoff.reset()
         self._health.write_succeeded()
-        self._metrics.writes.inc()
-        self._metrics.last_write.set(time.time())
-        latency = now - received_at
-        self._metrics.event_to_write.observe(latency)
-        for name, members in (
-            ("ready", current.ready),
-            ("terminating", current.terminating),
-            ("not_ready", current.not_ready),
-        ):
-            self._metrics.endpoints.labels(name).set(len(members))
-        log.info(
-            "write",
-            addresses=len(current.ready),
-            files=written,
-            latency_ms=round(latency * 1000, 2),
-        )
+        _record_write(self._metrics, current, now - received_at, written)
 
     def _note_change(self, current: Membership) -> None:
         change = self._history.note(current, dt.datetime.now(dt.UTC))
@@ -231,6 +216,24 @@ class Publisher:
             reason=exc.cause.strerror,
             retry_in=round(delay, 2),
         )
+
+
+def _record_write(
+    metrics: Metrics, current: Membership, latency: float, written: list[str]
+) -> None:
+    """A page set is on disk: its metrics and its log line."""
+    metrics.writes.inc()
+    metrics.last_write.set(time.time())
+    metrics.event_to_write.observe(latency)
+    for name, members in (
+        ("ready", current.ready),
+        ("terminating", current.terminating),
+        ("not_ready", current.not_ready),
+    ):
+        metrics.endpoints.labels(name).set(len(members))
+    log.info(
+        "write", addresses=len(current.ready), files=written, latency_ms=round(latency * 1000, 2)
+    )
 
 
 class PageWriter:

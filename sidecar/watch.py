@@ -85,6 +85,17 @@ def _report(view: SliceView) -> None:
         log.warning("malformed_endpoints", slice=view.name, problems=view.malformed[:20])
 
 
+def _skipped(metrics: Metrics, reason: SkipReason, line: bytes, exc: Exception | None) -> None:
+    """A watch line left out: counted and logged (what it began with, and why)."""
+    metrics.skipped_events.labels(reason).inc()
+    log.warning(
+        "event_skipped",
+        reason=reason,
+        line=line[:200].decode("utf-8", "replace"),
+        error=str(exc)[:300] if exc else None,
+    )
+
+
 class EndpointWatcher:
     """Keeps the Service's endpoints in memory and reports every change.
 
@@ -211,7 +222,7 @@ class EndpointWatcher:
             event = parse_event(line)
         except Malformed as exc:
             # We may have missed a real change: repair with a list at the next reconnect.
-            self._skip(exc.reason, line, exc)
+            _skipped(self._metrics, exc.reason, line, exc)
             self._resync_wanted = True
             return
         self._metrics.events.labels(event.type).inc()
@@ -222,7 +233,7 @@ class EndpointWatcher:
             return
         view = self._source.parser(self._api)(event.object)
         if not view.name:
-            self._skip(SkipReason.INVALID_OBJECT, b"", None)
+            _skipped(self._metrics, SkipReason.INVALID_OBJECT, b"", None)
             self._resync_wanted = True
             return
         _report(view)
@@ -236,15 +247,6 @@ class EndpointWatcher:
         version = resource_version(obj)
         if version is not None:
             self._resource_version = version
-
-    def _skip(self, reason: SkipReason, line: bytes, exc: Exception | None) -> None:
-        self._metrics.skipped_events.labels(reason).inc()
-        log.warning(
-            "event_skipped",
-            reason=reason,
-            line=line[:200].decode("utf-8", "replace"),
-            error=str(exc)[:300] if exc else None,
-        )
 
     def _publish(self) -> None:
         self._on_change(self._store.snapshot(self._api, self._clock()))
