@@ -23,6 +23,7 @@ from controlplane.rest import ApiError, Rest
 from polling import wait_until
 from ports import free_port
 from sidecar_process import write_kubeconfig
+from support.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -91,7 +92,7 @@ class _Daemon:
             self.process.wait(timeout=STOP_TIMEOUT)
 
 
-class ControlPlane:
+class ControlPlane(Lifecycle):
     """etcd, kube-apiserver and kube-controller-manager in a work folder; start(), stop()."""
 
     def __init__(
@@ -130,15 +131,8 @@ class ControlPlane:
         self.etcd_url = f"http://{host}:{etcd_port}"
         self._daemons: list[_Daemon] = []
 
-    def start(self) -> Self:
-        """Build if needed, start the three processes, return once /readyz says ok."""
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
-
     def _start(self) -> Self:
+        """Build if needed, start the three processes, return once /readyz says ok."""
         binaries = build()
         self.workdir.mkdir(parents=True, exist_ok=True)
         key = self._service_account_key()
@@ -193,14 +187,6 @@ class ControlPlane:
         for daemon in reversed(self._daemons):
             daemon.stop()
         self._daemons.clear()
-
-    def __enter__(self) -> Self:
-        """Start on entering a with block."""
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        """Stop on leaving it."""
-        self.stop()
 
     def kill_apiserver(self) -> None:
         """SIGKILL kube-apiserver (etcd and the controller manager stay)."""

@@ -23,6 +23,7 @@ from controlplane.cluster import ControlPlane
 from node import host, images
 from node.namespace import Dialer, Forward, Namespaces
 from polling import wait_until
+from support.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,7 +63,7 @@ class _InsideConnection(http.client.HTTPConnection):
         self.sock = self._dialer.connect((self.host, self.port), timeout=self.timeout or 5)
 
 
-class Node:
+class Node(Lifecycle):
     """The whole node; start() brings it up (building what is missing), stop() takes it all
     down and puts the host back as it was.
     """
@@ -119,18 +120,11 @@ class Node:
 
     # ---- up and down ---------------------------------------------------------------------
 
-    def start(self) -> Self:
-        """Build and start everything; return once the Node is Ready and metrics flow."""
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
-
     def _timed(self, name: str, started: float) -> None:
         self.timings[name] = round(time.monotonic() - started, 1)
 
     def _start(self) -> Self:
+        """Build and start everything; return once the Node is Ready and metrics flow."""
         started = time.monotonic()
         binaries = build()
         self._timed("binaries", started)
@@ -209,14 +203,6 @@ class Node:
         if self._holding_sysctls:
             host.release_sysctls()
             self._holding_sysctls = False
-
-    def __enter__(self) -> Self:
-        """Start on entering a with block."""
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        """Stop on leaving it."""
-        self.stop()
 
     # ---- pieces --------------------------------------------------------------------------
 
