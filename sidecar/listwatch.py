@@ -19,11 +19,11 @@ from kubernetes.client.exceptions import ApiException
 
 from sidecar.api_errors import Malformed, WatchError, classify
 from sidecar.kinds import ErrorKind, Source
-from sidecar.membership import SliceView, endpoints_view, slice_view
+from sidecar.membership import SliceView, parse_as
 from sidecar.stream import lines, list_page, read_body
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator
 
     import urllib3
 
@@ -58,7 +58,7 @@ class ListerWatcher:
         views: list[SliceView] = []
         continue_token: str | None = None
         version = ""
-        parse = self.parser(api)
+        parse = parse_as(api)
         while True:
             response = self._request(api, "list", limit=LIST_PAGE_SIZE, _continue=continue_token)
             with self._hold(response):
@@ -85,10 +85,6 @@ class ListerWatcher:
         )
         with self._hold(response):
             yield lines(response)
-
-    def parser(self, api: Source) -> Callable[[Mapping[str, Any]], SliceView]:
-        """How an object of api becomes a SliceView."""
-        return slice_view if api is Source.ENDPOINT_SLICES else endpoints_view
 
     def interrupt(self) -> None:
         """End a blocked read now, and any read started after (the loop is stopping)."""

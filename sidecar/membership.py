@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-if TYPE_CHECKING:
-    from sidecar.kinds import Source
+from sidecar.kinds import Source
 
 # Sort key of an address: IPv4 (family 4) before IPv6, numeric order within a family.
 SortKey = tuple[int, int]
@@ -198,6 +197,11 @@ def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
 
 # Lower rank wins when one address shows up in several slices (it does while it moves).
 _READY, _TERMINATING, _NOT_READY = 0, 1, 2
+
+
+def parse_as(api: Source) -> Callable[[Mapping[str, Any]], SliceView]:
+    """How an object of api becomes a SliceView: an EndpointSlice, or a v1 Endpoints."""
+    return slice_view if api is Source.ENDPOINT_SLICES else endpoints_view
 
 
 def membership(views: Iterable[SliceView]) -> Membership:

@@ -16,12 +16,12 @@ import urllib3
 
 from sidecar.api_errors import Expired, Malformed, WatchError, is_timeout, status_event
 from sidecar.kinds import ErrorKind, RestartReason, SkipReason, Source
-from sidecar.membership import SliceView, Snapshot
+from sidecar.membership import SliceView, Snapshot, parse_as
 from sidecar.stream import parse_event, resource_version
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
 
     from sidecar.failures import FailureTracker
@@ -46,9 +46,6 @@ class ListWatchSource(Protocol):
         self, api: Source, resource_version: str | None, timeout: int
     ) -> AbstractContextManager[Iterator[bytes]]:
         """The raw lines of a watch from resource_version, as they come."""
-
-    def parser(self, api: Source) -> Callable[[Mapping[str, Any]], SliceView]:
-        """How an object of api becomes a SliceView."""
 
     def interrupt(self) -> None:
         """End a blocked read now, and any started after."""
@@ -231,7 +228,7 @@ class EndpointWatcher:
         if event.type == "BOOKMARK":
             self._advance(event.object)
             return
-        view = self._source.parser(self._api)(event.object)
+        view = parse_as(self._api)(event.object)
         if not view.name:
             _skipped(self._metrics, SkipReason.INVALID_OBJECT, b"", None)
             self._resync_wanted = True

@@ -16,8 +16,8 @@ from controlplane.cluster import ControlPlane
 from controlplane.sidecars import PlaneSidecars
 from kubestub import ApiStandIn
 from localcluster import LocalCluster
-from ports import free_port
-from sidecar_process import SidecarProcess, write_kubeconfig
+from support.ports import free_port
+from support.sidecar_process import SidecarProcess, write_kubeconfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import (
+from support.browser import (
     READY_ROWS,
     SCHEMES,
     SCREENSHOT_DIR,

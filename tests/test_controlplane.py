@@ -23,9 +23,9 @@ from controlplane.objects import (
     kustomize,
 )
 from controlplane.rest import ApiError
-from kubelet_volume import write_volume
-from polling import wait_until
-from ports import free_port
+from support.kubelet_volume import write_volume
+from support.polling import wait_until
+from support.ports import free_port
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -288,7 +288,7 @@ def test_local_overlay_runs_on_the_real_control_plane(
     and every pod serve exactly the pods the API reports ready.
     """
     from controlplane.node import ProcessNode, ServiceProxy, converged
-    from localcluster.loadbalancer import LoadBalancer
+    from support.loadbalancer import LoadBalancer
 
     applied = control_plane.kubectl(
         "apply", "--server-side", "-k", str(REPO / "kustomize" / "overlays" / "local")

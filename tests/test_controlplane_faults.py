@@ -17,16 +17,16 @@ import pytest
 
 from controlplane import kubelet
 from controlplane.objects import install_base_service, kustomize
-from kubelet_volume import write_volume
-from polling import wait_until
-from sidecar_process import in_cluster_prefix
+from support.kubelet_volume import write_volume
+from support.polling import wait_until
+from support.sidecar_process import in_cluster_prefix
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from controlplane.cluster import ControlPlane
     from controlplane.sidecars import PlaneSidecars
-    from sidecar_process import SidecarProcess
+    from support.sidecar_process import SidecarProcess
 
 pytestmark = pytest.mark.controlplane
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from polling import wait_until
-from procstat import processes_using
+from support.polling import wait_until
+from support.procstat import processes_using
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from kubelet_volume import write_volume
 from kubestub import ApiStandIn, endpoint, endpoint_slice, endpoints_object
-from polling import wait_until
-from ports import free_port
-from sidecar_process import PAGE_FILES, SidecarProcess, write_kubeconfig
+from support.kubelet_volume import write_volume
+from support.polling import wait_until
+from support.ports import free_port
+from support.sidecar_process import PAGE_FILES, SidecarProcess, write_kubeconfig
 
 Start = Callable[..., SidecarProcess]
 

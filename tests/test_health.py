@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from polling import wait_until
 from sidecar.health import HealthState
 from sidecar.health_server import MAX_CONNECTIONS, MAX_HEAD_BYTES, REQUEST_DEADLINE, HealthServer
 from sidecar.metrics import Metrics
 from support.clock import FakeClock
 from support.http import status
+from support.polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from kubelet_volume import write_volume
 from kubestub import endpoint, endpoint_slice
-from polling import wait_until
-from procstat import rss_kib
-from sidecar_process import PAGE_FILES
+from support.kubelet_volume import write_volume
+from support.polling import wait_until
+from support.procstat import rss_kib
+from support.sidecar_process import PAGE_FILES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from kubestub import ApiStandIn
-    from sidecar_process import SidecarProcess
+    from support.sidecar_process import SidecarProcess
 
     Start = Callable[..., SidecarProcess]
 

@@ -14,11 +14,11 @@ import pytest
 from controlplane import kubelet
 from controlplane.objects import install_base_service, kustomize
 from image.build import PODMAN, RUN_FLAGS, ImageBuildError, build_base, build_image, missing_tools
-from kubelet_volume import write_volume
-from polling import wait_until
-from ports import free_port
-from sidecar_process import PAGE_FILES
 from support.http import status
+from support.kubelet_volume import write_volume
+from support.polling import wait_until
+from support.ports import free_port
+from support.sidecar_process import PAGE_FILES
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

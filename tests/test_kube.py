@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from sidecar.kube import ConnectionConfigError, connect
-from sidecar_process import write_kubeconfig
+from support.sidecar_process import write_kubeconfig
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -6,9 +6,9 @@ import time
 from typing import TYPE_CHECKING
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
-from polling import wait_until
-from ports import free_port
-from sidecar_process import SidecarProcess, write_kubeconfig
+from support.polling import wait_until
+from support.ports import free_port
+from support.sidecar_process import SidecarProcess, write_kubeconfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
-from nginx_runner import NginxPod
-from ports import pod_network
 from sidecar.document import PageData
 from sidecar.membership import Member, Membership
 from sidecar.render import page_assets, render_files
 from sidecar.sandbox import packaged_template
 from sidecar.write import write_files
+from support.nginx_runner import NginxPod
+from support.ports import pod_network
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from sidecar_process import SidecarProcess
+    from support.sidecar_process import SidecarProcess
 
 
 @pytest.fixture

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import READY_ROWS, launch, page_probes
 from controlplane.build import build
 from node import host
 from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
 from node.traffic import PacedClient, PodWatcher
-from polling import wait_until
+from support.browser import READY_ROWS, launch, page_probes
+from support.polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kubestub import endpoint, endpoint_slice
-from polling import wait_until
 from sidecar.config import load_settings
 from sidecar.health import HealthState
 from sidecar.kinds import Source
@@ -21,6 +20,7 @@ from sidecar.membership import Snapshot, slice_view
 from sidecar.metrics import Metrics
 from sidecar.publish import Publisher
 from sidecar.sandbox import compile_template, packaged_template
+from support.polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

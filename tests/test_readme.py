@@ -31,3 +31,41 @@ def test_layout_lists_every_module_with_its_line() -> None:
     assert found, "README.md has no <!-- modules: --> block in its Layout section"
     expected = expected_lines()
     assert found.group(1).splitlines() == expected, "\n" + "\n".join(expected)
+
+
+# The test harnesses (folders of tests/) and the other harnesses each may import: what more
+# than one uses lives in support, so no harness reaches sideways into another.
+HARNESS_IMPORTS = {
+    "kubestub": set(),
+    "localcluster": {"kubestub"},
+    "controlplane": set(),
+    "node": {"controlplane", "image"},  # a node is a control plane plus images
+    "image": set(),
+    "linters": set(),
+    "support": set(),
+}
+
+
+def imported_harnesses(package: Path) -> set[str]:
+    """The top-level tests/ packages the package's modules import (sidecar and the standard
+    library left out).
+    """
+    harnesses = {p.name for p in (REPO / "tests").iterdir() if (p / "__init__.py").is_file()}
+    found: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+    return found & harnesses - {package.name}
+
+
+def test_harnesses_import_support_not_each_other() -> None:
+    """Each test harness imports what it shares from tests/support and no other harness
+    beyond the ones listed (the node extends the control plane; the local cluster serves the
+    stand-in): moving a shared helper into a harness fails here.
+    """
+    for name, allowed in HARNESS_IMPORTS.items():
+        sideways = imported_harnesses(REPO / "tests" / name) - allowed - {"support"}
+        assert not sideways, f"tests/{name} imports {sorted(sideways)}: move it to support"

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from image.build import PODMAN, REPO, RUN_FLAGS
-from polling import wait_until
-from ports import free_port
+from support.polling import wait_until
+from support.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

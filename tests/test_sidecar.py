@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
-from page_html import listed
-from polling import wait_until
-from ports import free_port
-from sidecar_process import PAGE_FILES, SidecarProcess, run_to_exit, write_kubeconfig
+from support.page_html import listed
+from support.polling import wait_until
+from support.ports import free_port
+from support.sidecar_process import PAGE_FILES, SidecarProcess, run_to_exit, write_kubeconfig
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -125,7 +125,7 @@ def test_list_follows_continue_tokens(tmp_path: Path, start_sidecar: Start) -> N
                     f"web-{s}", service="web", endpoints=[endpoint(a) for a in addresses]
                 )
             )
-        from sidecar_process import write_kubeconfig
+        from support.sidecar_process import write_kubeconfig
 
         sidecar = start_sidecar(kubeconfig=write_kubeconfig(tmp_path / "kc-paged", api.url))
         sidecar.wait_addresses(

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
-from procstat import cpu_seconds, rss_kib
-from sidecar_process import SidecarProcess
+from support.procstat import cpu_seconds, rss_kib
+from support.sidecar_process import SidecarProcess
 
 Start = Callable[..., SidecarProcess]
 

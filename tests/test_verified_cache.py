@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import verified_cache
+from support import verified_cache
 
 if TYPE_CHECKING:
     from pathlib import Path

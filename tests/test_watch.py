@@ -9,16 +9,19 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import urllib3
 
+from kubestub import endpoint, endpoint_slice
+from sidecar import watch
+from sidecar.api_errors import Expired, Malformed, WatchError
+from sidecar.kinds import ErrorKind, Source
+from sidecar.membership import parse_as
 from support.watch_script import Run
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from sidecar.membership import SliceView
+    import pytest
 
-from kubestub import endpoint, endpoint_slice
-from sidecar.api_errors import Expired, Malformed, WatchError
-from sidecar.kinds import ErrorKind, Source
+    from sidecar.membership import SliceView
 
 SLICE_A = endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")])
 SLICE_B = endpoint_slice("web-b", service="web", endpoints=[endpoint("10.0.0.2")])
@@ -149,22 +152,21 @@ def test_unauthorized_reloads_the_credentials() -> None:
     assert run.go().unauthorized == 1
 
 
-def test_a_parser_crash_is_malformed_and_relists() -> None:
+def test_a_parser_crash_is_malformed_and_relists(monkeypatch: pytest.MonkeyPatch) -> None:
     """Data no parser foresaw (here: the parser raises) ends the watch as malformed: counted,
     a wait, and a relist, since the store may be wrong.
     """
     run = Run([([SLICE_A], "10"), [event("ADDED", SLICE_B, "11")], ([SLICE_A], "12"), []])
-    parse = run.source.parser
 
     def fragile(api: Source) -> Callable[[Mapping[str, Any]], SliceView]:
         def parse_or_crash(obj: Mapping[str, Any]) -> SliceView:
             if obj["metadata"]["name"] == "web-b":
                 raise ValueError("unforeseen")
-            return parse(api)(obj)
+            return parse_as(api)(obj)
 
         return parse_or_crash
 
-    run.source.parser = fragile  # type: ignore[method-assign]
+    monkeypatch.setattr(watch, "parse_as", fragile)
     run.go()
     assert run.metric("podlister_errors_total", kind="malformed") == 1
     assert [call[0] for call in run.source.calls] == ["list", "watch", "list", "watch"]

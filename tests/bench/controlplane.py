@@ -20,8 +20,8 @@ from bench.stats import summary
 from controlplane import kubelet
 from controlplane.cluster import ControlPlane
 from controlplane.objects import install_base_service
-from ports import free_port
-from sidecar_process import SidecarProcess
+from support.ports import free_port
+from support.sidecar_process import SidecarProcess
 
 NAMESPACE = "bench"
 

@@ -24,7 +24,7 @@ from controlplane import kubelet
 from controlplane.cluster import ControlPlane
 from controlplane.objects import install_base_service
 from controlplane.sidecars import PlaneSidecars
-from procstat import cpu_seconds, rss_kib
+from support.procstat import cpu_seconds, rss_kib
 
 PODS = 10  # ready pods behind the Service; one of them flips
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from bench.stats import summary
 from kubestub import ApiStandIn, endpoint, endpoint_slice
-from ports import free_port
-from procstat import rss_kib
-from sidecar_process import SidecarProcess, write_kubeconfig
+from support.ports import free_port
+from support.procstat import rss_kib
+from support.sidecar_process import SidecarProcess, write_kubeconfig
 
 HOSTILE_TEMPLATES = {
     "spin, nothing emitted": '{% set s = "x"*4000000 %}{% for a in s %}{% for b in s %}'

@@ -17,9 +17,9 @@ from pathlib import Path
 from bench.stats import summary
 from image.build import PODMAN, RUN_FLAGS, build_base, build_image
 from kubestub import ApiStandIn, endpoint, endpoint_slice
-from polling import wait_until
-from ports import free_port
-from sidecar_process import write_kubeconfig
+from support.polling import wait_until
+from support.ports import free_port
+from support.sidecar_process import write_kubeconfig
 
 
 def layers(image: str) -> list[tuple[str, str]]:

@@ -23,15 +23,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import verified_cache as cache
 from bench.sidecar import SHM, slices
 from bench.stats import percentile
 from controlplane.cluster import ControlPlane
 from controlplane.rest import ApiError
 from kubestub import ApiStandIn
-from ports import free_port
-from procstat import cpu_seconds, rss_kib
-from sidecar_process import SidecarProcess, write_kubeconfig
+from support import verified_cache as cache
+from support.ports import free_port
+from support.procstat import cpu_seconds, rss_kib
+from support.sidecar_process import SidecarProcess, write_kubeconfig
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from bench.stats import summary
 from kubestub import ApiStandIn, endpoint, endpoint_slice
-from ports import free_port
-from procstat import cpu_seconds, rss_kib
-from sidecar_process import SidecarProcess, write_kubeconfig
+from support.ports import free_port
+from support.procstat import cpu_seconds, rss_kib
+from support.sidecar_process import SidecarProcess, write_kubeconfig
 
 # A private TemporaryDirectory is made under it, never a fixed name.
 SHM = Path("/dev/shm")  # noqa: S108

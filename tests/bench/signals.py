@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bench.stats import summary
 from kubestub import ApiStandIn, endpoint, endpoint_slice
-from ports import free_port
-from sidecar_process import SidecarProcess, write_kubeconfig
+from support.ports import free_port
+from support.sidecar_process import SidecarProcess, write_kubeconfig
 
 EXIT_BOUND = 5.0  # seconds; the contract is 2 s, more is a hang worth a stack dump
 SLOW = 1.0  # seconds; a normal exit takes ~0.1 s: slower ones get their stacks printed too

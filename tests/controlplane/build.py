@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-import verified_cache as cache
+from support import verified_cache as cache
 
 GO_MODULE = Path(__file__).resolve().parent
 BINARIES = (

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Self
 
 from controlplane.build import build
 from controlplane.rest import ApiError, Rest
-from polling import wait_until
-from ports import free_port
-from sidecar_process import write_kubeconfig
 from support.lifecycle import Lifecycle
+from support.polling import wait_until
+from support.ports import free_port
+from support.sidecar_process import write_kubeconfig
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

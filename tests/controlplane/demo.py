@@ -20,14 +20,14 @@ from pathlib import Path
 from controlplane.build import BuildError, build
 from controlplane.cluster import ControlPlane
 from controlplane.node import ProcessNode, ServiceProxy, converged
-from localcluster.flags import (
+from support.demo import (
     DemoStopped,
     demo_start,
     run_until_stopped,
     say,
 )
-from localcluster.loadbalancer import LoadBalancer
-from polling import wait_until
+from support.loadbalancer import LoadBalancer
+from support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "podlister"

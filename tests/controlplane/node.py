@@ -24,17 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane import kubelet
 from controlplane.rest import ApiError
-from nginx_runner import NginxPod
-from polling import wait_until
-from ports import pod_network
-from sidecar_process import SidecarProcess
+from support.nginx_runner import NginxPod
+from support.polling import wait_until
+from support.ports import pod_network
+from support.sidecar_process import SidecarProcess
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from controlplane.cluster import ControlPlane
-    from localcluster.loadbalancer import LoadBalancer
+    from support.loadbalancer import LoadBalancer
 
 POD_NETWORK = "10.244.0."
 SYNC_INTERVAL = 0.05  # seconds between two looks at the API (the kubelet's watch, polled)

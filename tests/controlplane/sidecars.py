@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ports import free_port
-from sidecar_process import SidecarProcess
+from support.ports import free_port
+from support.sidecar_process import SidecarProcess
 
 if TYPE_CHECKING:
     from pathlib import Path

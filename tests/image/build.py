@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import verified_cache as cache
+from support import verified_cache as cache
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "localhost/podlister-python:bookworm"

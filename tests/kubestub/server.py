@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Self
 
 from kubestub.selectors import Predicate, field_selector, label_selector
-from polling import wait_until
+from support.polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

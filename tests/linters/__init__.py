@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import verified_cache as cache
+from support import verified_cache as cache
 
 MODULE = Path(__file__).resolve().parent
 TOOLS = {

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from localcluster.cluster import ClusterClosingError, LocalCluster
-from localcluster.flags import (
+from support.demo import (
     DemoStopped,
     demo_start,
     run_until_stopped,

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
-from localcluster.loadbalancer import LoadBalancer
-from nginx_runner import NginxPod
-from polling import wait_until
-from ports import free_port, pod_network
-from sidecar_process import SidecarProcess, write_kubeconfig
+from support.loadbalancer import LoadBalancer
+from support.nginx_runner import NginxPod
+from support.polling import wait_until
+from support.ports import free_port, pod_network
+from support.sidecar_process import SidecarProcess, write_kubeconfig
 
 SERVICE = "podlister"
 NAMESPACE = "podlister"

@@ -16,9 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from localcluster.flags import demo_arguments, line_buffered_output, run_until_stopped, say
 from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
+from support.demo import demo_arguments, line_buffered_output, run_until_stopped, say
 
 NODE_PORT = 30080
 

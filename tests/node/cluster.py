@@ -22,8 +22,8 @@ from controlplane.build import build
 from controlplane.cluster import ControlPlane
 from node import host, images
 from node.namespace import Dialer, Forward, Namespaces
-from polling import wait_until
 from support.lifecycle import Lifecycle
+from support.polling import wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import verified_cache as cache
+from support import verified_cache as cache
 
 SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 RECORD = Path(tempfile.gettempdir()) / "podlister-node-sysctls.json"

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Self
 
-from polling import wait_until
+from support.polling import wait_until
 
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1

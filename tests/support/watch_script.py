@@ -14,14 +14,14 @@ from sidecar.backoff import Backoff
 from sidecar.failures import FailureTracker
 from sidecar.health import HealthState
 from sidecar.kinds import Source
-from sidecar.membership import SliceView, Snapshot, endpoints_view, slice_view
+from sidecar.membership import SliceView, Snapshot, parse_as
 from sidecar.metrics import Metrics
 from sidecar.watch import EndpointWatcher
 from support.clock import FakeClock
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator
 
 
 class RecordingStop(threading.Event):
@@ -67,7 +67,7 @@ class ScriptedSource:
         step = self._next()
         self.calls.append(("list", api, None))
         objects, version = step
-        return [self.parser(api)(obj) for obj in objects], version
+        return [parse_as(api)(obj) for obj in objects], version
 
     @contextlib.contextmanager
     def watch(self, api: Source, resource_version: str | None, timeout: int) -> Iterator[Any]:
@@ -77,10 +77,6 @@ class ScriptedSource:
         self.calls.append(("watch", api, resource_version))
         self._clock.now += self.watch_seconds
         yield (json.dumps(line).encode() if isinstance(line, dict) else line for line in lines)
-
-    def parser(self, api: Source) -> Callable[[Mapping[str, Any]], SliceView]:
-        """As the real source parses."""
-        return slice_view if api is Source.ENDPOINT_SLICES else endpoints_view
 
     def interrupt(self) -> None:
         """Nothing blocks here."""

@@ -11,9 +11,9 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
-from page_html import shows_exactly
-from polling import wait_until
 from support.http import status
+from support.page_html import shows_exactly
+from support.polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -8,8 +8,8 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nginx_runner import start_nginx, stop_nginx
-from polling import wait_until
+from support.nginx_runner import start_nginx, stop_nginx
+from support.polling import wait_until
 
 if TYPE_CHECKING:
     import subprocess

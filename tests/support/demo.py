@@ -13,8 +13,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from nginx_runner import INSTALL_HINT, nginx_binary
-from ports import free_port
+from support.nginx_runner import INSTALL_HINT, nginx_binary
+from support.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable

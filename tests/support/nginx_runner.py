@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from polling import wait_until
 from support.http import status
+from support.polling import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 NGINX_CONF = REPO / "k8s" / "nginx" / "nginx.conf"
