@@ -5,6 +5,7 @@ clock it takes; snapshots made from real EndpointSlice objects.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import threading
 import time
 from pathlib import Path
@@ -13,13 +14,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kubestub import endpoint, endpoint_slice
+from sidecar import publish
 from sidecar.config import load_settings
 from sidecar.health import HealthState
 from sidecar.kinds import Source
 from sidecar.membership import Snapshot, slice_view
 from sidecar.metrics import Metrics
+from sidecar.previous import PreviousPage, read_previous
 from sidecar.publish import Publisher
 from sidecar.sandbox import compile_template, packaged_template
+from sidecar.write import WriteError
 from support.polling import wait_until
 
 if TYPE_CHECKING:
@@ -33,8 +37,12 @@ CLOCK_OFFSET = 10_000.0
 class Running:
     """A publisher writing into folder, its loop in a thread until stop()."""
 
-    def __init__(self, folder: Path, clock: Callable[[], float]) -> None:
-        """Start the loop; nothing is written before the first snapshot."""
+    def __init__(
+        self, folder: Path, clock: Callable[[], float], previous: PreviousPage | None = None
+    ) -> None:
+        """Start the loop; nothing is written before the first snapshot (or a change to
+        the previous page).
+        """
         settings = load_settings(
             {"PODLISTER_SERVICE": "web", "PODLISTER_OUTPUT_DIR": str(folder)},
             namespace_file=Path("/nonexistent"),
@@ -51,6 +59,7 @@ class Running:
             metrics=self.metrics,
             stop_event=self.stop_event,
             clock=clock,
+            previous=previous,
         )
         self.thread = threading.Thread(target=self.publisher.run, name="publish")
         self.thread.start()
@@ -177,3 +186,58 @@ def test_a_failed_write_is_retried_until_the_folder_works(tmp_path: Path) -> Non
         assert publisher.listed() == ["10.0.0.1"]
     finally:
         publisher.stop()
+
+
+def test_the_previous_page_is_served_and_rewritten_without_a_snapshot(tmp_path: Path) -> None:
+    """A publisher started on the page an earlier run left (read back by previous) keeps its
+    members before any snapshot: marking it stale rewrites that page, same addresses.
+    """
+    folder = tmp_path / "out"
+    folder.mkdir()
+    first = Running(folder, time.monotonic)
+    try:
+        first.submit("10.0.0.2", "10.0.0.1")
+        wait_until(lambda: first.writes() == 1, timeout=5, what="the first run's page")
+    finally:
+        first.stop()
+    previous = read_previous(folder, service="web", namespace="default")
+    assert previous is not None
+    second = Running(folder, time.monotonic, previous=previous)
+    try:
+        second.publisher.set_stale(dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC))
+        wait_until(lambda: second.writes() == 1, timeout=5, what="the stale rewrite")
+        assert second.listed() == ["10.0.0.1", "10.0.0.2"]
+        assert '"stale_since": "2026-11-30T12:00:00.000Z"' in (folder / "index.json").read_text()
+    finally:
+        second.stop()
+
+
+def test_a_full_folder_gets_the_compact_page_with_every_address(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the full page does not fit (here: ENOSPC for any index.html naming a pod), the
+    compact page is written instead: every address listed, the fallback counted, the pod
+    ready.
+    """
+    real_write = publish.write_files
+
+    def small_disk(folder: Path, files: dict[str, bytes], **kwargs: int) -> list[str]:
+        if b"web-pod-" in files.get("index.html", b""):
+            raise WriteError(folder / "index.html", OSError(errno.ENOSPC, "No space left"))
+        return real_write(folder, files, **kwargs)
+
+    monkeypatch.setattr(publish, "write_files", small_disk)
+    addresses = [f"10.0.0.{n}" for n in range(1, 41)]
+    obj = endpoint_slice(
+        "web-a", service="web", endpoints=[endpoint(a, pod=f"web-pod-{a}") for a in addresses]
+    )
+    running.publisher.submit(
+        Snapshot(views=(slice_view(obj),), source=Source.ENDPOINT_SLICES, received_at=0.0)
+    )
+    wait_until(lambda: running.writes() == 1, timeout=5, what="the compact write")
+    assert sorted(running.listed()) == sorted(addresses)
+    compact = running.metrics.registry.get_sample_value(
+        "podlister_errors_total", {"kind": "write_compact"}
+    )
+    assert compact == 1
+    assert running.health.ready

@@ -87,6 +87,17 @@ def test_a_silent_watch_is_rewatched_at_once() -> None:
     assert run.stop.waits == []
 
 
+def test_a_dropped_connection_is_a_failure_with_a_wait() -> None:
+    """A connection reset in the middle of a watch is counted as a connection error, waited
+    out (backoff), and followed by a fresh watch from the same resourceVersion.
+    """
+    run = Run([([SLICE_A], "10"), ConnectionResetError(104, "reset by peer"), []]).go()
+    assert run.metric("podlister_errors_total", kind="connection") == 1
+    assert run.metric("podlister_watch_restarts_total", reason="connection") == 1
+    assert len(run.stop.waits) == 1
+    assert run.source.calls[-1] == ("watch", Source.ENDPOINT_SLICES, "10")
+
+
 def test_a_malformed_line_is_skipped_and_repaired_by_a_relist() -> None:
     """A line that is not JSON is counted and skipped; the next cycle relists (resync)."""
     run = Run(
