@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kubestub import endpoint, endpoint_slice
-from sidecar import publish
+from sidecar import publish, write
 from sidecar.config import load_settings
 from sidecar.health import HealthState
 from sidecar.kinds import Source
@@ -219,7 +219,7 @@ def test_a_full_folder_gets_the_compact_page_with_every_address(
     compact page is written instead: every address listed, the fallback counted, the pod
     ready.
     """
-    real_write = publish.write_files
+    real_write = write.write_files
 
     def small_disk(folder: Path, files: dict[str, bytes], **kwargs: int) -> list[str]:
         if b"web-pod-" in files.get("index.html", b""):
