@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from image.build import PODMAN, REPO, RUN_FLAGS
+from image.cosign import build as build_cosign
 from support.polling import wait_until
 from support.ports import free_port
 
@@ -28,6 +31,74 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json, "
     "application/vnd.docker.distribution.manifest.v2+json"
 )
+
+
+# What a cluster admin runs to check a release (the README gives them; REGISTRY, DIGEST and
+# the release folder are the test's).
+README_VERIFY = (
+    (
+        "cosign verify --key build/release/podlister-sidecar-0.1.0.pub --insecure-ignore-tlog=true "
+        "REGISTRY/podlister-sidecar@DIGEST"
+    ),
+    (
+        "cosign verify-attestation --key build/release/podlister-sidecar-0.1.0.pub "
+        "--insecure-ignore-tlog=true --type cyclonedx REGISTRY/podlister-sidecar@DIGEST"
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def cosign() -> Path:
+    """Cosign v3.1.3, built from tests/image/cosign's Go module (a verified cache)."""
+    return build_cosign()
+
+
+@pytest.fixture
+def key_password() -> str:
+    """A fresh password for the test's key pair (it signs nothing but the test's image)."""
+    return secrets.token_urlsafe(16)
+
+
+README_KEY_PAIR = "tox -e cosign -- generate-key-pair"
+
+
+@pytest.fixture
+def key_pair(cosign: Path, tmp_path: Path, key_password: str) -> Path:
+    """A cosign key pair (cosign.key, cosign.pub) made by the README's command, exactly as
+    written, in a checkout of tox.ini and tests/ of its own (it writes where it runs).
+    """
+    del cosign  # built: the command below finds it in the verified cache
+    assert f"{README_KEY_PAIR}\n" in (REPO / "README.md").read_text(encoding="utf-8")
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy2(REPO / "tox.ini", checkout / "tox.ini")
+    for folder in ("image", "support"):
+        shutil.copytree(
+            REPO / "tests" / folder,
+            checkout / "tests" / folder,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    result = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "tox"), *README_KEY_PAIR.split()[1:]],
+        cwd=checkout,
+        env={**os.environ, "COSIGN_PASSWORD": key_password},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (checkout / "cosign.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    return checkout
+
+
+def cosign_runs(cosign: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """Command (a README line starting with ``cosign``) with our cosign; not checked."""
+    words = command.split()
+    assert words[0] == "cosign"
+    return subprocess.run(
+        [str(cosign), *words[1:]], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.fixture
@@ -72,11 +143,15 @@ def served_digest(address: str, repository: str, tag: str) -> str:
         return str(response.headers["Docker-Content-Digest"])
 
 
-@pytest.mark.timeout(900)
-def test_release_pins_the_digest_the_registry_serves(registry: str, tmp_path: Path) -> None:
+@pytest.mark.timeout(1800)
+def test_release_pins_signs_and_attests_the_digest_the_registry_serves(
+    registry: str, tmp_path: Path, cosign: Path, key_pair: Path, key_password: str
+) -> None:
     """The release command (tox -e release's module) builds, pushes to the registry, and
     writes into the overlay the digest that registry serves for the tag; the overlay then
-    renders the sidecar with exactly that image.
+    renders the sidecar with exactly that image. Its SBOMs name the locked packages; the
+    README's cosign checks pass for the released digest and fail once the tag is moved to
+    an unsigned image.
     """
     overlay_copy = tmp_path / "repo"
     for folder in ("k8s", "kustomize"):
@@ -92,13 +167,18 @@ def test_release_pins_the_digest_the_registry_serves(registry: str, tmp_path: Pa
             f"--overlay={overlay}",
             "--base=localhost/podlister-python:bookworm",
             "--insecure",
-            f"--sbom-dir={tmp_path / 'sbom'}",
+            f"--release-dir={tmp_path / 'sbom'}",
+            f"--key={key_pair / 'cosign.key'}",
         ],
         capture_output=True,
         text=True,
-        timeout=840,
+        timeout=1700,
         check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO / "tests"),
+            "COSIGN_PASSWORD": key_password,
+        },
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"kubectl apply -k {overlay}" in result.stdout
@@ -135,24 +215,82 @@ def test_release_pins_the_digest_the_registry_serves(registry: str, tmp_path: Pa
     spdx = json.loads((tmp_path / "sbom" / "podlister-sidecar-0.1.0.spdx.json").read_text())
     assert any(p["name"] == "kubernetes" for p in spdx["packages"])
 
+    # The README's checks, as a cluster admin runs them, against the released digest.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    published = tmp_path / "sbom" / "podlister-sidecar-0.1.0.pub"
+    assert published.read_bytes() == (key_pair / "cosign.pub").read_bytes()
+    for line in README_VERIFY:
+        assert line in readme
+        command = (
+            line.replace("build/release/", f"{tmp_path / 'sbom'}/")
+            .replace("REGISTRY", registry)
+            .replace("DIGEST", digest)
+        )
+        checked = cosign_runs(cosign, command)
+        assert checked.returncode == 0, checked.stderr[-2000:]
+    attested = json.loads(cosign_runs(cosign, command).stdout.splitlines()[0])
+    assert "CycloneDX" in base64.b64decode(attested["payload"]).decode()
+
+    # The tag moved to another (unsigned) image: checking the tag fails, signature and
+    # attestation alike; the released digest still passes.
+    moved = subprocess.run(
+        [
+            *("buildah", "push", "--tls-verify=false"),
+            *("localhost/podlister-python:bookworm", f"docker://{repository}:0.1.0"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    assert served_digest(registry, "podlister-sidecar", "0.1.0") != digest
+    pub = str(published)
+    for check in ("verify", "verify-attestation"):
+        tampered = cosign_runs(
+            cosign, f"cosign {check} --key {pub} --insecure-ignore-tlog=true {repository}:0.1.0"
+        )
+        assert tampered.returncode != 0
+        assert "no signatures found" in tampered.stderr or "no matching" in tampered.stderr
+    still = cosign_runs(
+        cosign, f"cosign verify --key {pub} --insecure-ignore-tlog=true {repository}@{digest}"
+    )
+    assert still.returncode == 0, still.stderr[-2000:]
+
 
 def run_release(*args: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    environment.pop("PODLISTER_COSIGN_KEY", None)
     return subprocess.run(
         [sys.executable, "-m", "image.release", *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+        env=environment,
     )
 
 
 def test_release_failures_are_one_line(tmp_path: Path) -> None:
-    """A release that cannot build (the Dockerfile's base cannot be pulled here), cannot push
-    (nothing listens) ends with exit 2 and one line saying what to do:
-    no traceback.
+    """A release without a signing key (none given, or a path that is no file), one that
+    cannot build (the Dockerfile's base cannot be pulled here), one that cannot push (nothing
+    listens) each end with exit 2 and one line saying what to do, before any build for the
+    key: no traceback.
     """
-    no_base = run_release("127.0.0.1:1/podlister-sidecar")
+    no_key = run_release("127.0.0.1:1/podlister-sidecar")
+    assert no_key.returncode == 2
+    assert no_key.stderr.count("\n") == 1, no_key.stderr
+    assert "tox -e cosign -- generate-key-pair" in no_key.stderr
+    assert "--key cosign.key" in no_key.stderr
+    missing = run_release("127.0.0.1:1/podlister-sidecar", f"--key={tmp_path / 'cosign.key'}")
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        f"release: the signing key {tmp_path / 'cosign.key'} is not a file: pass --key with "
+        "the path of cosign.key\n"
+    )
+    key = tmp_path / "cosign.key"
+    key.write_text("only opened by cosign, after the build and push\n")
+    no_base = run_release("127.0.0.1:1/podlister-sidecar", f"--key={key}")
     assert no_base.returncode == 2
     assert no_base.stderr.count("\n") == 1, no_base.stderr
     assert "tox -e base-image" in no_base.stderr
@@ -160,6 +298,7 @@ def test_release_failures_are_one_line(tmp_path: Path) -> None:
 
     no_push = run_release(
         "127.0.0.1:1/podlister-sidecar",
+        f"--key={key}",
         f"--overlay={tmp_path}",
         "--base=localhost/podlister-python:bookworm",
     )
@@ -167,7 +306,7 @@ def test_release_failures_are_one_line(tmp_path: Path) -> None:
     assert no_push.stderr.count("\n") == 1, no_push.stderr
     assert "push to 127.0.0.1:1/podlister-sidecar:0.1.0 failed" in no_push.stderr
     assert "buildah login" in no_push.stderr
-    assert "Traceback" not in no_base.stderr + no_push.stderr
+    assert "Traceback" not in no_key.stderr + missing.stderr + no_base.stderr + no_push.stderr
 
 
 README_REPRODUCE = ".venv/bin/tox -e reproduce -- --base localhost/podlister-python:bookworm"
