@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from operator import itemgetter
+from typing import Any, Protocol
 
 from sidecar.kinds import Source
 
@@ -126,12 +127,27 @@ def _pod_name(target_ref: object, malformed: list[str]) -> str:
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 
 
-def slice_view(obj: Mapping[str, Any]) -> SliceView:
-    """Parse a discovery.k8s.io/v1 EndpointSlice; FQDN slices hold no addresses we list."""
+def _earlier(known: Mapping[str, SliceView] | None, name: str) -> dict[str, Endpoint]:
+    """The endpoints of the slice's earlier view, by address."""
+    view = known.get(name) if known else None
+    return {e.member.address: e for e in view.endpoints} if view else {}
+
+
+def slice_view(obj: Mapping[str, Any], known: Mapping[str, SliceView] | None = None) -> SliceView:
+    """Parse a discovery.k8s.io/v1 EndpointSlice; FQDN slices hold no addresses we list.
+
+    ``known``: the views held so far, by name. An endpoint that is the same as in this
+    slice's earlier view (the same address text, names and conditions) is that earlier
+    Endpoint object: one pod flipping in a slice of 100 then costs one parse, and the pages'
+    pieces cached per Member object (sidecar/fragments.py) hit for the other 99. The same
+    address text of the same family parses to the same address and sort key, so the view
+    equals the one parsed afresh (tests/test_membership.py holds them equal).
+    """
     name = _text(_mapping(obj.get("metadata")).get("name"))
     family = _FAMILIES.get(_text(obj.get("addressType")))
     if family is None:
         return SliceView(name=name, endpoints=())
+    earlier = _earlier(known, name)
     endpoints: list[Endpoint] = []
     invalid: list[str] = []
     malformed: list[str] = []
@@ -149,6 +165,18 @@ def slice_view(obj: Mapping[str, Any]) -> SliceView:
         # Set by the EndpointSlice controller from the node's topology.kubernetes.io/zone.
         zone = _name(endpoint.get("zone"), "zone", malformed)
         for address in _sequence(endpoint.get("addresses")):
+            same = earlier.get(address) if isinstance(address, str) else None
+            if (
+                same is not None
+                and same.sort_key[0] == family
+                and same.ready is ready
+                and same.terminating is terminating
+                and same.member.pod == pod
+                and same.member.node == node
+                and same.member.zone == zone
+            ):
+                endpoints.append(same)
+                continue
             parsed = _sort_key(address, family) if isinstance(address, str) else None
             if parsed is None:
                 invalid.append(str(address)[:64])
@@ -164,9 +192,15 @@ def slice_view(obj: Mapping[str, Any]) -> SliceView:
     )
 
 
-def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
-    """Parse a v1 Endpoints object, the fallback where the EndpointSlice API is absent."""
+def endpoints_view(
+    obj: Mapping[str, Any], known: Mapping[str, SliceView] | None = None
+) -> SliceView:
+    """Parse a v1 Endpoints object, the fallback where the EndpointSlice API is absent.
+
+    ``known`` as for slice_view: unchanged addresses are the earlier Endpoint objects.
+    """
     name = _text(_mapping(obj.get("metadata")).get("name"))
+    earlier = _earlier(known, name)
     endpoints: list[Endpoint] = []
     invalid: list[str] = []
     malformed: list[str] = []
@@ -176,15 +210,27 @@ def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
             for raw in _sequence(subset.get(field)):
                 address = _mapping(raw)
                 ip = address.get("ip")
-                parsed = _sort_key(ip) if isinstance(ip, str) else None
-                if parsed is None:
-                    invalid.append(str(ip)[:64])
-                    continue
-                text, key = parsed
+                same = earlier.get(ip) if isinstance(ip, str) else None
+                if same is None:
+                    parsed = _sort_key(ip) if isinstance(ip, str) else None
+                    if parsed is None:
+                        invalid.append(str(ip)[:64])
+                        continue
+                    text, key = parsed
+                else:  # an address held before: valid, and already in its normal form
+                    text, key = same.member.address, same.sort_key
                 pod = _pod_name(address.get("targetRef"), malformed) or _name(
                     address.get("hostname"), "hostname", malformed
                 )
                 node = _name(address.get("nodeName"), "nodeName", malformed)
+                if (
+                    same is not None
+                    and same.ready is ready
+                    and same.member.pod == pod
+                    and same.member.node == node
+                ):
+                    endpoints.append(same)
+                    continue
                 member = Member(address=text, pod=pod, node=node)
                 endpoints.append(Endpoint(member, key, ready=ready, terminating=False))
     return SliceView(
@@ -197,9 +243,21 @@ def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
 
 # Lower rank wins when one address shows up in several slices (it does while it moves).
 _READY, _TERMINATING, _NOT_READY = 0, 1, 2
+# Sorts (sort key, member) pairs by the key alone (keys are unique: one per address); an
+# itemgetter is called from C, a lambda is a Python call per member.
+_BY_KEY = itemgetter(0)
 
 
-def parse_as(api: Source) -> Callable[[Mapping[str, Any]], SliceView]:
+class Parser(Protocol):
+    """slice_view or endpoints_view: an object, and the views held so far, to a SliceView."""
+
+    def __call__(
+        self, obj: Mapping[str, Any], known: Mapping[str, SliceView] | None = None, /
+    ) -> SliceView:
+        """The object's view."""
+
+
+def parse_as(api: Source) -> Parser:
     """How an object of api becomes a SliceView: an EndpointSlice, or a v1 Endpoints."""
     return slice_view if api is Source.ENDPOINT_SLICES else endpoints_view
 
@@ -223,7 +281,7 @@ def membership(views: Iterable[SliceView]) -> Membership:
     for rank, key, member in best.values():
         groups[rank].append((key, member))
     ready, terminating, not_ready = (
-        tuple(member for _, member in sorted(group, key=lambda item: item[0])) for group in groups
+        tuple(member for _, member in sorted(group, key=_BY_KEY)) for group in groups
     )
     return Membership(ready=ready, terminating=terminating, not_ready=not_ready)
 

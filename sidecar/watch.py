@@ -21,7 +21,7 @@ from sidecar.stream import parse_event, resource_version
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
     from contextlib import AbstractContextManager
 
     from sidecar.failures import FailureTracker
@@ -57,6 +57,11 @@ class SliceStore:
     def __init__(self) -> None:
         """Empty until the first list."""
         self._views: dict[str, SliceView] = {}
+
+    @property
+    def views(self) -> Mapping[str, SliceView]:
+        """The views held, by name (read-only: a parser re-uses their unchanged endpoints)."""
+        return self._views
 
     def replace(self, views: list[SliceView]) -> None:
         """Everything a list returned, and nothing else."""
@@ -228,7 +233,7 @@ class EndpointWatcher:
         if event.type == "BOOKMARK":
             self._advance(event.object)
             return
-        view = parse_as(self._api)(event.object)
+        view = parse_as(self._api)(event.object, self._store.views)
         if not view.name:
             _skipped(self._metrics, SkipReason.INVALID_OBJECT, b"", None)
             self._resync_wanted = True

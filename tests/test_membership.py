@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 from kubestub import endpoint, endpoint_slice, endpoints_object
 from sidecar.membership import (
     MAX_NAME,
@@ -212,3 +215,97 @@ def test_names_longer_than_the_api_allows_are_cut() -> None:
         f"pod name of 1000000 characters cut to {MAX_NAME}",
         f"nodeName of 300 characters cut to {MAX_NAME}",
     )
+
+
+# Address texts a slice may hold: canonical, non-canonical forms of the same address,
+# another family's, and ones the API refuses.
+ADDRESS_TEXTS = (
+    "10.0.0.1",
+    "10.0.0.2",
+    "10.0.0.3",
+    "fd00::1",
+    "fd00:0:0::1",
+    "FD00::2",
+    "fd00::3",
+    "0.0.0.0",
+    "not-an-ip",
+)
+
+
+def random_endpoint(rng: random.Random) -> dict[str, Any]:
+    """An endpoint with a random address text, names and conditions."""
+    return endpoint(
+        rng.choice(ADDRESS_TEXTS),
+        ready=rng.choice((True, False, None)),
+        terminating=rng.choice((True, False, None)),
+        pod=rng.choice(("a", "b", None)),
+        node=rng.choice(("n1", "n2", None)),
+        zone=rng.choice(("z1", None)),
+    )
+
+
+def successor(rng: random.Random, obj: dict[str, Any]) -> dict[str, Any]:
+    """The slice's next version: some endpoints replaced, some added or gone; now and then
+    another address type.
+    """
+    endpoints = [
+        random_endpoint(rng) if rng.random() < 0.3 else dict(e)
+        for e in obj["endpoints"]
+        if rng.random() < 0.9
+    ] + [random_endpoint(rng) for _ in range(rng.randint(0, 2))]
+    address_type = obj["addressType"] if rng.random() < 0.8 else rng.choice(("IPv4", "IPv6"))
+    return endpoint_slice("s", service="web", endpoints=endpoints, address_type=address_type)
+
+
+def test_a_view_made_from_the_earlier_one_equals_a_fresh_parse() -> None:
+    """Over 2,000 random successions of one slice (addresses in and out of normal form,
+    other families, invalid ones, names and conditions changing), the view parsed with the
+    earlier view known equals the view parsed afresh, and every endpoint it keeps is the
+    earlier Endpoint object itself.
+    """
+    rng = random.Random(20261130)
+    kept = 0
+    for _ in range(2000):
+        first = endpoint_slice(
+            "s",
+            service="web",
+            endpoints=[random_endpoint(rng) for _ in range(rng.randint(0, 6))],
+            address_type=rng.choice(("IPv4", "IPv6")),
+        )
+        earlier = slice_view(first)
+        obj = successor(rng, first)
+        fresh = slice_view(obj)
+        reused = slice_view(obj, {"s": earlier})
+        assert reused == fresh
+        before = {id(e) for e in earlier.endpoints}
+        for endpoint_ in reused.endpoints:
+            if id(endpoint_) in before:
+                kept += 1
+                assert endpoint_ in fresh.endpoints
+    assert kept > 500  # the reuse path ran often (810 with this seed), not only the fresh one
+
+
+def test_an_endpoints_view_made_from_the_earlier_one_equals_a_fresh_parse() -> None:
+    """The same for v1 Endpoints: with the earlier view known, equal to a fresh parse, and
+    an unchanged address is the earlier Endpoint object; a changed one is not.
+    """
+    rng = random.Random(7)
+    for _ in range(1000):
+        earlier = endpoints_view(
+            endpoints_object(
+                "web",
+                ready=rng.sample(ADDRESS_TEXTS, 3),
+                not_ready=rng.sample(ADDRESS_TEXTS, 2),
+            )
+        )
+        obj = endpoints_object(
+            "web", ready=rng.sample(ADDRESS_TEXTS, 3), not_ready=rng.sample(ADDRESS_TEXTS, 2)
+        )
+        assert endpoints_view(obj, {"web": earlier}) == endpoints_view(obj)
+    first = endpoints_view(endpoints_object("web", ready=["10.0.0.1", "10.0.0.2"]))
+    second = endpoints_view(
+        endpoints_object("web", ready=["10.0.0.1"], not_ready=["10.0.0.2"]), {"web": first}
+    )
+    assert second.endpoints[0] is first.endpoints[0]
+    assert second.endpoints[1] is not first.endpoints[1]
+    assert not second.endpoints[1].ready
