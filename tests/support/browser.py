@@ -28,7 +28,9 @@ CHROMIUM_FLAGS = [
 INSTALL_HINT = "Chromium is missing: apt-get install chromium (the browser tests drive it)"
 # Screenshots land here (the README shows one copied into docs/).
 SCREENSHOT_DIR = Path(
-    os.environ.get("PODLISTER_SCREENSHOT_DIR", Path(__file__).parent.parent / "build/screenshots")
+    os.environ.get(
+        "PODLISTER_SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / "build/screenshots"
+    )
 )
 # The addresses the page lists as ready (rows on their way out not counted).
 READY_ROWS = "#ready > li:not(.leaving) > code"
@@ -51,7 +53,7 @@ def launch(playwright: Playwright) -> Browser:
     )
 
 
-_SCRIPTS = Path(__file__).parent / "js"
+_SCRIPTS = Path(__file__).resolve().parents[1] / "js"
 
 
 def page_probes() -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from support.http import status
 from support.polling import wait_until
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NGINX_CONF = REPO / "k8s" / "nginx" / "nginx.conf"
 INSTALL_HINT = "nginx is not installed: apt-get install nginx-light (Debian) and retry"
 
