@@ -220,13 +220,18 @@ def _take_signals(stop: threading.Event) -> None:
     threading.Thread(target=wait_for_signals, name="signals", daemon=True).start()
 
 
-def run(settings: Settings, environ: Mapping[str, str]) -> int:
+def run(
+    settings: Settings, environ: Mapping[str, str], *, client_fallback: str | None = None
+) -> int:
     """Start everything, wait for a signal or a dead worker, then stop everything.
 
     Signals stay blocked to the end: one that comes while the interpreter shuts down is
     never acted on (a default action would end us with 143 instead of 0).
+    ``client_fallback``: why the whole client was imported instead of its parts, if it was.
     """
     configure_logging(settings.log_format)
+    if client_fallback is not None:
+        log.warning("client_import_fallback", reason=client_fallback, using="import kubernetes")
     stop = threading.Event()
     _take_signals(stop)
     return _run(settings, environ, stop)

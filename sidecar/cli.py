@@ -19,7 +19,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"podlister-sidecar: {exc}", file=sys.stderr)  # noqa: T201 - before logging exists
         return ExitCode.CONFIG
-    # Imported late so that --help and configuration errors answer without loading the client.
+    # Imported late so that --help and configuration errors answer without loading the
+    # client; then only the client's parts we use (sidecar/kube_import.py), before the app
+    # imports them.
+    from sidecar.kube_import import import_client_lightly  # noqa: PLC0415
+
+    client_fallback = import_client_lightly()
     from sidecar.app import run  # noqa: PLC0415
 
-    return run(settings, os.environ)
+    return run(settings, os.environ, client_fallback=client_fallback)

@@ -1,0 +1,145 @@
+"""The official client's parts the sidecar uses, imported without the rest of the package.
+
+``import kubernetes`` (and any ``kubernetes.x``) runs the package's ``__init__``: it imports
+every API class and model, the dynamic client, websockets, the informer, and kube_config
+with requests, oauthlib, yaml and google-auth; that was over half of the sidecar's start
+and most of its memory before any data, for a process that makes two kinds of GET request.
+Here the packages on the way (PACKAGES) are made as empty package modules, their
+``__init__`` not run, and only the modules the sidecar uses are imported into them; the
+names it takes from them (EXPORTS) are set on those packages, and the big or rarely needed
+ones (ON_DEMAND: CoreV1Api for the v1 Endpoints fallback, kube_config outside a cluster)
+are imported on first use. The client still reads the credentials and makes the requests.
+
+This depends on the client's layout, checked for one version (LAID_OUT_FOR, the locked one;
+tests/test_kube_import.py pins it). For any other version, or when any step fails, what was
+made here is undone and the plain ``import kubernetes`` is used instead; the caller logs the
+reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from types import ModuleType
+
+LAID_OUT_FOR = "37.0.2"
+# Packages made empty, parents first: their __init__ imports what we do not use.
+PACKAGES = (
+    "kubernetes",
+    "kubernetes.client",
+    "kubernetes.client.api",
+    "kubernetes.client.models",  # the API modules import only the models they name
+    "kubernetes.config",
+    "kubernetes.utils",  # rest.py needs retry and keepalive; __init__ would import yaml
+)
+# package -> its attribute -> (module, name): set now, in this order (incluster_config and
+# kube_config import Configuration and ApiClient from kubernetes.client).
+EXPORTS: Mapping[str, Mapping[str, tuple[str, str]]] = {
+    "kubernetes.client": {
+        "Configuration": ("kubernetes.client.configuration", "Configuration"),
+        "ApiClient": ("kubernetes.client.api_client", "ApiClient"),
+        "DiscoveryV1Api": ("kubernetes.client.api.discovery_v1_api", "DiscoveryV1Api"),
+    },
+    "kubernetes.config": {
+        "ConfigException": ("kubernetes.config.config_exception", "ConfigException"),
+    },
+}
+# The same, imported on first use: core_v1_api is the largest module of the client, and
+# kube_config (requests, oauthlib, yaml) serves only a kubeconfig, never a pod.
+ON_DEMAND: Mapping[str, Mapping[str, tuple[str, str]]] = {
+    "kubernetes.client": {"CoreV1Api": ("kubernetes.client.api.core_v1_api", "CoreV1Api")},
+    "kubernetes.config": {
+        "load_kube_config": ("kubernetes.config.kube_config", "load_kube_config"),
+    },
+}
+_VERSION = re.compile(r'^__version__ = "([^"]+)"$', re.MULTILINE)
+
+
+class LayoutError(ImportError):
+    """The installed client is not laid out as this module expects."""
+
+
+def import_client_lightly() -> str | None:
+    """Import the client's parts the sidecar uses; None, or why the plain import was used.
+
+    Does nothing when the client is already imported (it is whole then).
+    """
+    if "kubernetes" in sys.modules:
+        return None
+    before = set(sys.modules)
+    try:
+        _import_parts()
+    except Exception as exc:  # noqa: BLE001 - any failure here means: use the plain import
+        for name in set(sys.modules) - before:
+            if name == "kubernetes" or name.startswith("kubernetes."):
+                del sys.modules[name]
+        importlib.import_module("kubernetes")
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _import_parts() -> None:
+    root = _empty_package("kubernetes")
+    version = _version(root)
+    if version != LAID_OUT_FOR:
+        msg = f"kubernetes {version} installed; the light import is laid out for {LAID_OUT_FOR}"
+        raise LayoutError(msg)
+    for name in PACKAGES[1:]:
+        _empty_package(name)
+    for package, names in EXPORTS.items():
+        for attribute, (module, name) in names.items():
+            value = getattr(importlib.import_module(module), name)
+            setattr(sys.modules[package], attribute, value)
+    for package, names in ON_DEMAND.items():
+        sys.modules[package].__getattr__ = _on_demand(package, names)  # type: ignore[method-assign]
+
+
+def _empty_package(name: str) -> ModuleType:
+    """The package module for name, registered as imported, its __init__ not run."""
+    parent, _, child = name.rpartition(".")
+    path = sys.modules[parent].__path__ if parent else None
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is None or spec.submodule_search_locations is None:
+        msg = f"{name} is not a package"
+        raise LayoutError(msg)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    if parent:
+        setattr(sys.modules[parent], child, module)
+    return module
+
+
+def _version(package: ModuleType) -> str:
+    """The version its __init__ declares, read from the file, not run."""
+    origin = package.__spec__.origin if package.__spec__ else None
+    if origin is None:
+        msg = "kubernetes has no __init__ file"
+        raise LayoutError(msg)
+    with open(origin, encoding="utf-8") as init:  # noqa: PTH123 - one small read at start
+        found = _VERSION.search(init.read())
+    if found is None:
+        msg = "kubernetes/__init__.py declares no __version__"
+        raise LayoutError(msg)
+    return found.group(1)
+
+
+def _on_demand(package: str, names: Mapping[str, tuple[str, str]]) -> Callable[[str], Any]:
+    """A module __getattr__ that imports names[attribute] on first use (PEP 562)."""
+
+    def attribute_on_first_use(attribute: str) -> Any:  # noqa: ANN401 - any exported name
+        if attribute not in names:
+            msg = f"module {package!r} has no attribute {attribute!r} (imported in part)"
+            raise AttributeError(msg)
+        module, name = names[attribute]
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[package], attribute, value)
+        return value
+
+    return attribute_on_first_use
