@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import statistics
 import sys
 import time
 
+from bench.stats import percentile
 from kubestub import endpoint, endpoint_slice
 from sidecar.document import PageData
 from sidecar.fragments import Fragments
@@ -92,12 +92,6 @@ def measure(total: int, changes: int) -> tuple[list[float], list[float]]:
     return cpu, wall
 
 
-def p99(values: list[float]) -> float:
-    """The 99th percentile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.99 * len(ordered)) - 1)]
-
-
 def main() -> int:
     """Print median and p99 per size."""
     parser = argparse.ArgumentParser(prog="tox -e bench-pipeline --", description=__doc__)
@@ -108,8 +102,9 @@ def main() -> int:
     for total in (int(size) for size in args.sizes.split(",")):
         cpu, wall = measure(total, args.changes)
         print(
-            f"{total:>6} endpoints  cpu p50 {statistics.median(cpu):7.3f}  p99 {p99(cpu):7.3f}"
-            f"  wall p50 {statistics.median(wall):7.3f}  p99 {p99(wall):7.3f}"
+            f"{total:>6} endpoints  cpu p50 {percentile(cpu, 0.5):7.3f}"
+            f"  p99 {percentile(cpu, 0.99):7.3f}"
+            f"  wall p50 {percentile(wall, 0.5):7.3f}  p99 {percentile(wall, 0.99):7.3f}"
         )
     return 0
 
