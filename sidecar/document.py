@@ -56,9 +56,10 @@ class PageData:
 class ChangeRow:
     """One entry of ``changes`` as a template sees it: index.json's fields as attributes.
 
-    Jinja resolves ``change.at`` with getattr first; on a dict every lookup raised and caught
-    an AttributeError in the sandbox, which made the "Recent changes" loop most of the
-    render of a small page. ``change["at"]`` still works (Jinja falls back to the attribute).
+    Jinja resolves ``change.at`` with getattr first; on a dict every lookup of every field
+    of every change raised and caught an AttributeError in the sandbox (the same reason
+    members are Member objects). ``change["at"]`` still works: Jinja falls back to the
+    attribute.
     """
 
     at: str
