@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from sidecar.config import Settings
     from sidecar.health import HealthState
+    from sidecar.history import Change
     from sidecar.membership import Snapshot
     from sidecar.metrics import Metrics
     from sidecar.previous import PreviousPage
@@ -190,17 +191,8 @@ class Publisher:
 
     def _note_change(self, current: Membership) -> None:
         change = self._history.note(current, dt.datetime.now(dt.UTC))
-        if change is None:
-            return
-        log.info(
-            "membership_changed",
-            added=change.added,
-            added_count=change.added_count,
-            removed=change.removed,
-            removed_count=change.removed_count,
-            ready=len(current.ready),
-            terminating=len(current.terminating),
-        )
+        if change is not None:
+            _log_change(change, current)
 
     def _write_failed(self, exc: WriteError) -> None:
         delay = self._backoff.failure()
@@ -208,14 +200,32 @@ class Publisher:
         with self._wake:
             self._dirty = True
         self._health.write_failed()
-        self._metrics.errors.labels(ErrorKind.WRITE).inc()
-        log.error(
-            "write_failed",
-            path=str(exc.path),
-            errno=exc.cause.errno,
-            reason=exc.cause.strerror,
-            retry_in=round(delay, 2),
-        )
+        _record_failed_write(self._metrics, exc, delay)
+
+
+def _log_change(change: Change, current: Membership) -> None:
+    """The ready set changed: one log line with who came and went."""
+    log.info(
+        "membership_changed",
+        added=change.added,
+        added_count=change.added_count,
+        removed=change.removed,
+        removed_count=change.removed_count,
+        ready=len(current.ready),
+        terminating=len(current.terminating),
+    )
+
+
+def _record_failed_write(metrics: Metrics, exc: WriteError, retry_in: float) -> None:
+    """A page set could not be written: counted, and its log line."""
+    metrics.errors.labels(ErrorKind.WRITE).inc()
+    log.error(
+        "write_failed",
+        path=str(exc.path),
+        errno=exc.cause.errno,
+        reason=exc.cause.strerror,
+        retry_in=round(retry_in, 2),
+    )
 
 
 def _record_write(

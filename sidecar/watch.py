@@ -98,6 +98,26 @@ def _skipped(metrics: Metrics, reason: SkipReason, line: bytes, exc: Exception |
     )
 
 
+def _list_any_api(
+    source: ListWatchSource, stopping: Callable[[], bool], current: Source
+) -> tuple[Source, list[SliceView], str]:
+    """The EndpointSlices, or the v1 Endpoints where discovery.k8s.io/v1 is not served.
+
+    A very old or stripped-down cluster answers 404; the change to Endpoints is said once.
+    """
+    try:
+        views, version = source.list(Source.ENDPOINT_SLICES, stopping)
+    except WatchError as exc:
+        if exc.status != 404:  # noqa: PLR2004
+            raise
+    else:
+        return Source.ENDPOINT_SLICES, views, version
+    views, version = source.list(Source.ENDPOINTS, stopping)
+    if current is not Source.ENDPOINTS:
+        log.warning("endpointslice_api_absent", fallback="v1 Endpoints")
+    return Source.ENDPOINTS, views, version
+
+
 class EndpointWatcher:
     """Keeps the Service's endpoints in memory and reports every change.
 
@@ -167,17 +187,7 @@ class EndpointWatcher:
         return self._watch()
 
     def _list(self) -> None:
-        api = Source.ENDPOINT_SLICES
-        try:
-            views, version = self._source.list(api, self._stop.is_set)
-        except WatchError as exc:
-            if exc.status != 404:  # noqa: PLR2004
-                raise
-            # discovery.k8s.io/v1 is not served (a very old or stripped-down cluster).
-            api = Source.ENDPOINTS
-            views, version = self._source.list(api, self._stop.is_set)
-            if self._api is not Source.ENDPOINTS:
-                log.warning("endpointslice_api_absent", fallback="v1 Endpoints")
+        api, views, version = _list_any_api(self._source, self._stop.is_set, self._api)
         self._api = api
         for view in views:
             _report(view)
