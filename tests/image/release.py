@@ -195,16 +195,22 @@ def _cosign(cosign: Path, *args: str) -> None:
         raise ReleaseError(msg)
 
 
-def sign(reference: str, key: str, cdx: Path, public: Path, *, insecure: bool) -> None:
+def cosign_binary() -> Path:
+    """cosign, built from its Go module if not yet built; ReleaseError when it cannot be."""
+    try:
+        return build_cosign()
+    except CosignBuildError as exc:
+        raise ReleaseError(str(exc)) from exc
+
+
+def sign(
+    cosign: Path, reference: str, key: str, cdx: Path, public: Path, *, insecure: bool
+) -> None:
     """Sign reference (repository@digest), attach the CycloneDX SBOM as an attestation, and
     write the public key to public. Nothing goes to a public transparency log: the signing
     config names no log (a private image's digest would be published there), so the key is
     the identity and verifiers pass --insecure-ignore-tlog=true.
     """
-    try:
-        cosign = build_cosign()
-    except CosignBuildError as exc:
-        raise ReleaseError(str(exc)) from exc
     registry = ("--allow-insecure-registry", "--allow-http-registry") if insecure else ()
     with tempfile.TemporaryDirectory(prefix="podlister-sign-") as work:
         config = Path(work) / "signing-config.json"
@@ -220,6 +226,8 @@ def sign(reference: str, key: str, cdx: Path, public: Path, *, insecure: bool) -
 def release(args: argparse.Namespace) -> None:
     """Build, push, pin, write the SBOMs, sign and attest, and print the apply command."""
     key = signing_key(args.key)
+    # Before the build: a machine that cannot build cosign learns it before anything is pushed.
+    cosign = cosign_binary()
     tag = version()
     built = build(tag, args.base)
     digest = push(built, f"{args.repository}:{tag}", tls_verify=not args.insecure)
@@ -227,7 +235,7 @@ def release(args: argparse.Namespace) -> None:
     name = f"podlister-sidecar-{tag}"
     boms = sbom(built, args.release_dir, name)
     public = args.release_dir / f"{name}.pub"
-    sign(f"{args.repository}@{digest}", key, boms[0], public, insecure=args.insecure)
+    sign(cosign, f"{args.repository}@{digest}", key, boms[0], public, insecure=args.insecure)
     print(f"pushed {args.repository}:{tag} as {digest}")
     print(f"pinned in {pinned}")
     print(f"SBOM: {' '.join(str(bom) for bom in boms)}")
