@@ -101,13 +101,13 @@ def _watcher(  # noqa: PLR0913 - the collaborators the watch is wired to
     failures = FailureTracker(
         metrics=metrics,
         backoff=Backoff(),
-        host=connection.api_client.configuration.host,
+        host=connection.configuration.host,
         namespace=settings.namespace,
         on_stale=publisher.set_stale,
         on_unauthorized=connection.reload_credentials,
     )
     source = ListerWatcher(
-        api_client=connection.api_client,
+        get=connection.get,
         service=settings.service,
         namespace=settings.namespace,
         idle_timeout=settings.idle_timeout,

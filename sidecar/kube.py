@@ -1,16 +1,31 @@
-"""Connection to the API server through the official client: config loading only, no I/O."""
+"""Connection to the API server through the official client: its credentials, and one GET.
+
+The client's generated API classes (DiscoveryV1Api, CoreV1Api) and their ApiClient are not
+used: they validate every call and import pydantic and every model they name, ~12 MiB and
+~0.18 s at start, for two GET requests whose bodies we parse ourselves. What they did for a
+GET is done in ``Connection.get``: the client's Configuration supplies the host and the
+bearer token (its refresh hook runs on every read, as before), and the client's REST layer
+makes the request (TLS, client certificates, proxies) and raises its ApiException.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import TYPE_CHECKING
+from urllib.parse import quote, urlencode
 
 import structlog
 from kubernetes import client, config
+from kubernetes.client import rest
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config import incluster_config
+
+from sidecar import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    import urllib3
 
 
 log = structlog.get_logger("sidecar.kube")
@@ -20,13 +35,40 @@ class ConnectionConfigError(Exception):
     """Neither in-cluster config nor a kubeconfig could be loaded."""
 
 
-class Connection:
-    """An API client, and a way to read its credentials again after a 401."""
+USER_AGENT = f"podlister-sidecar/{__version__}"
+Timeout = tuple[float, float]
 
-    def __init__(self, api_client: client.ApiClient, reload: Callable[[], None]) -> None:
-        """Keep the client and the loader that can refresh its credentials."""
-        self.api_client = api_client
+
+class Connection:
+    """GET requests to the API server, and a way to read its credentials again after a 401."""
+
+    def __init__(self, configuration: client.Configuration, reload: Callable[[], None]) -> None:
+        """Keep the configuration and the loader that can refresh its credentials."""
+        self.configuration = configuration
+        self._rest = rest.RESTClientObject(configuration)
         self._reload = reload
+
+    def get(
+        self, path: str, query: Mapping[str, str], timeout: Timeout
+    ) -> urllib3.BaseHTTPResponse:
+        """The response to GET path?query, its body unread; ApiException for any non-2xx.
+
+        As the generated client does for a call with ``_preload_content=False``: the body of
+        an error is read so that the exception carries it, the body of a success is not.
+        """
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        # auth_settings() reads the token through the refresh hook the loaders install
+        # (the kubelet rotates projected tokens; exec plugins expire).
+        bearer = self.configuration.auth_settings().get("BearerToken")
+        if bearer and bearer["value"]:
+            headers[bearer["key"]] = bearer["value"]
+        url = f"{self.configuration.host}{quote(path)}?{urlencode(query)}"
+        response = self._rest.request("GET", url, headers=headers, _request_timeout=timeout)  # type: ignore[no-untyped-call]
+        if not 200 <= response.status <= 299:  # noqa: PLR2004 - the 2xx range
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        raw: urllib3.BaseHTTPResponse = response.response
+        return raw
 
     def reload_credentials(self) -> None:
         """Read the token (or kubeconfig) again before the next request; failures are logged."""
@@ -37,7 +79,7 @@ class Connection:
 
     def close(self) -> None:
         """Release the client's connection pool."""
-        self.api_client.close()  # type: ignore[no-untyped-call]
+        self._rest.close()
 
 
 def connect(environ: Mapping[str, str]) -> Connection:
@@ -58,7 +100,7 @@ def connect(environ: Mapping[str, str]) -> Connection:
     # urllib3 would otherwise retry connection errors three times at once, hidden from our
     # backoff; every retry decision belongs to the watch loop.
     configuration.retries = False
-    return Connection(client.ApiClient(configuration), reload)
+    return Connection(configuration, reload)
 
 
 def _in_cluster(

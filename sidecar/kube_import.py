@@ -5,10 +5,12 @@ every API class and model, the dynamic client, websockets, the informer, and kub
 with requests, oauthlib, yaml and google-auth; that was over half of the sidecar's start
 and most of its memory before any data, for a process that makes two kinds of GET request.
 Here the packages on the way (PACKAGES) are made as empty package modules, their
-``__init__`` not run, and only the modules the sidecar uses are imported into them; the
-names it takes from them (EXPORTS) are set on those packages, and the big or rarely needed
-ones (ON_DEMAND: CoreV1Api for the v1 Endpoints fallback, kube_config outside a cluster)
-are imported on first use. The client still reads the credentials and makes the requests.
+``__init__`` not run, and only the modules the sidecar uses are imported into them: the
+Configuration and the in-cluster loader, the REST layer and its exceptions (sidecar/kube.py
+makes the GET itself; the generated API classes and ApiClient bring pydantic). The names
+other client modules take from those packages are set on them (EXPORTS), or imported on
+first use (ON_DEMAND: kube_config, which serves only a kubeconfig, never a pod, and the
+ApiClient it imports). The client still reads the credentials and makes the requests.
 
 This depends on the client's layout, checked for one version (LAID_OUT_FOR, the locked one;
 tests/test_kube_import.py pins it). For any other version, or when any step fails, what was
@@ -34,27 +36,24 @@ LAID_OUT_FOR = "37.0.2"
 PACKAGES = (
     "kubernetes",
     "kubernetes.client",
-    "kubernetes.client.api",
-    "kubernetes.client.models",  # the API modules import only the models they name
+    "kubernetes.client.models",  # api_client (for kube_config) imports the package only
     "kubernetes.config",
     "kubernetes.utils",  # rest.py needs retry and keepalive; __init__ would import yaml
 )
-# package -> its attribute -> (module, name): set now, in this order (incluster_config and
-# kube_config import Configuration and ApiClient from kubernetes.client).
+# package -> its attribute -> (module, name): set now, in this order (incluster_config
+# imports Configuration from kubernetes.client).
 EXPORTS: Mapping[str, Mapping[str, tuple[str, str]]] = {
     "kubernetes.client": {
         "Configuration": ("kubernetes.client.configuration", "Configuration"),
-        "ApiClient": ("kubernetes.client.api_client", "ApiClient"),
-        "DiscoveryV1Api": ("kubernetes.client.api.discovery_v1_api", "DiscoveryV1Api"),
     },
     "kubernetes.config": {
         "ConfigException": ("kubernetes.config.config_exception", "ConfigException"),
     },
 }
-# The same, imported on first use: core_v1_api is the largest module of the client, and
-# kube_config (requests, oauthlib, yaml) serves only a kubeconfig, never a pod.
+# The same, imported on first use: kube_config (requests, oauthlib, yaml) serves only a
+# kubeconfig, never a pod, and imports ApiClient (pydantic) from kubernetes.client.
 ON_DEMAND: Mapping[str, Mapping[str, tuple[str, str]]] = {
-    "kubernetes.client": {"CoreV1Api": ("kubernetes.client.api.core_v1_api", "CoreV1Api")},
+    "kubernetes.client": {"ApiClient": ("kubernetes.client.api_client", "ApiClient")},
     "kubernetes.config": {
         "load_kube_config": ("kubernetes.config.kube_config", "load_kube_config"),
     },

@@ -1,8 +1,9 @@
 """The list and watch requests for one Service's endpoints, through the official client.
 
 The official client's ``Watch.stream`` neither lists nor recovers from 410, and its model
-deserialisation costs ~10x more per event than ``json.loads``; so this module calls the
-client's list endpoints with ``_preload_content=False`` and hands raw JSON to ``stream``.
+deserialisation costs ~10x more per event than ``json.loads``; so this module makes the
+list and watch GETs through the client's REST layer (``kube.Connection.get``) and hands
+the raw JSON to ``stream``.
 It is the watch loop's source (client-go's ``ListerWatcher``); the loop decides what to do
 with what it gets. ``interrupt()`` from another thread ends a blocked read at once.
 """
@@ -14,7 +15,6 @@ import random
 import threading
 from typing import TYPE_CHECKING, Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sidecar.api_errors import Malformed, WatchError, classify
@@ -23,13 +23,23 @@ from sidecar.membership import SliceView, parse_as
 from sidecar.stream import lines, list_page, read_body
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     import urllib3
+
+    from sidecar.kube import Timeout
 
 CONNECT_TIMEOUT = 10.0
 LIST_PAGE_SIZE = 500
 Param = str | int | bool | None
+# Source -> (its path under a namespace, its resource name in RBAC's words).
+_PATHS = {
+    Source.ENDPOINT_SLICES: (
+        "/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices",
+        "endpointslices.discovery.k8s.io",
+    ),
+    Source.ENDPOINTS: ("/api/v1/namespaces/{}/endpoints", "endpoints"),
+}
 
 
 class ListerWatcher:
@@ -38,7 +48,7 @@ class ListerWatcher:
     def __init__(  # noqa: PLR0913 - keyword-only wiring
         self,
         *,
-        api_client: client.ApiClient,
+        get: Callable[[str, Mapping[str, str], Timeout], urllib3.BaseHTTPResponse],
         service: str,
         namespace: str,
         idle_timeout: float,
@@ -46,7 +56,7 @@ class ListerWatcher:
         beat: Callable[[], None],
     ) -> None:
         """Nothing is requested before the first list()."""
-        self._client, self._service, self._namespace = api_client, service, namespace
+        self._get, self._service, self._namespace = get, service, namespace
         self._idle_timeout = idle_timeout
         self._on_forbidden, self._beat = on_forbidden, beat
         self._response: urllib3.BaseHTTPResponse | None = None
@@ -60,7 +70,7 @@ class ListerWatcher:
         version = ""
         parse = parse_as(api)
         while True:
-            response = self._request(api, "list", limit=LIST_PAGE_SIZE, _continue=continue_token)
+            response = self._request(api, "list", limit=LIST_PAGE_SIZE, continue_=continue_token)
             with self._hold(response):
                 items, page_version, continue_token = list_page(read_body(response))
             self._beat()
@@ -78,10 +88,10 @@ class ListerWatcher:
             api,
             "watch",
             watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
+            resourceVersion=resource_version,
+            allowWatchBookmarks=True,
             # Random within [max/2, max], so that replicas do not all re-watch at once.
-            timeout_seconds=random.randint(timeout // 2, timeout),  # noqa: S311
+            timeoutSeconds=random.randint(timeout // 2, timeout),  # noqa: S311
         )
         with self._hold(response):
             yield lines(response)
@@ -112,32 +122,28 @@ class ListerWatcher:
             response.release_conn()
 
     def _request(self, api: Source, verb: str, **params: Param) -> urllib3.BaseHTTPResponse:
+        """GET the Service's objects of api; params in the API's own (camelCase) names."""
+        path, resource = _PATHS[api]
         if api is Source.ENDPOINT_SLICES:
-            resource = "endpointslices.discovery.k8s.io"
-            call: Callable[..., Any] = client.DiscoveryV1Api(
-                self._client
-            ).list_namespaced_endpoint_slice
             # The EndpointSlice controller labels every slice of a Service with its name
             # (a DNS-1035 label, checked by the settings, so it cannot alter the selector).
-            selector = {"label_selector": f"kubernetes.io/service-name={self._service}"}
+            query = {"labelSelector": f"kubernetes.io/service-name={self._service}"}
         else:
-            resource = "endpoints"
-            call = client.CoreV1Api(self._client).list_namespaced_endpoints
-            selector = {"field_selector": f"metadata.name={self._service}"}
+            query = {"fieldSelector": f"metadata.name={self._service}"}
+        for name, value in params.items():
+            if value is not None:
+                # continue is a Python keyword; booleans as the API spells them.
+                key = name.rstrip("_")
+                query[key] = str(value).lower() if isinstance(value, bool) else str(value)
         try:
-            response: urllib3.BaseHTTPResponse = call(
-                self._namespace,
-                **selector,
-                **{k: v for k, v in params.items() if v is not None},
-                _preload_content=False,
-                _request_timeout=(CONNECT_TIMEOUT, self._idle_timeout),
+            return self._get(
+                path.format(self._namespace), query, (CONNECT_TIMEOUT, self._idle_timeout)
             )
         except ApiException as exc:
             error = classify(exc)
             if isinstance(error, WatchError) and error.kind is ErrorKind.FORBIDDEN:
                 self._on_forbidden(error, verb, resource)
             raise error from exc
-        return response
 
 
 def _shutdown(response: urllib3.BaseHTTPResponse) -> None:

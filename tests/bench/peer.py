@@ -4,10 +4,13 @@ tests/peer is a Go program of ~200 lines: client-go's SharedInformer on the Serv
 EndpointSlices, the sidecar's membership rules, the same three files (index.txt byte-identical,
 index.json with the same membership keys and values, a plain index.html). Both run at once
 against the same API, on the project's stand-in and on the real control plane, at 10, 1,000
-and 10,000 endpoints (100 per slice). For each size: process start -> first index.html (each
-started alone), then isolated changes (one endpoint flips readiness; both watch the same
-change) -> each one's new index.html, then RSS and CPU over an idle period. Printed per figure:
-sidecar, peer, ratio.
+and 10,000 endpoints (100 per slice). On the stand-in both read a kubeconfig; on the control
+plane both read their credentials as in a pod (in-cluster: KUBERNETES_SERVICE_HOST/PORT, and
+the token and CA at /var/run/secrets/kubernetes.io/serviceaccount, a tmpfs in a mount
+namespace of their own), which is the path the sidecar takes in production. For each size:
+process start -> first index.html (each started alone), then isolated changes (one endpoint
+flips readiness; both watch the same change) -> each one's new index.html, then RSS and CPU
+over an idle period. Printed per figure: sidecar, peer, ratio.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.sidecar import SHM, slices
 from bench.stats import percentile
-from controlplane.cluster import ControlPlane
+from controlplane.cluster import ADMIN_TOKEN, ControlPlane
 from controlplane.rest import ApiError
 from kubestub import ApiStandIn
 from support import verified_cache as cache
@@ -61,10 +64,23 @@ def build_peer() -> Path:
     return cache.filled(cache.root() / f"peer-{digest.hexdigest()[:12]}", fill) / "peer"
 
 
+# Runs a command with /run (so /var/run) a tmpfs of its own holding the service account's
+# files, as the kubelet mounts them; unshare (no --fork) and sh exec, so the pid is the
+# command's, and the mount ends with it.
+IN_A_POD = (
+    "mount -t tmpfs -o size=1m,mode=0755 podlister-bench /run"
+    " && mkdir -p /run/secrets/kubernetes.io/serviceaccount"
+    ' && cp "$0"/token "$0"/ca.crt "$0"/namespace /run/secrets/kubernetes.io/serviceaccount/'
+    ' && exec "$@"'
+)
+
+
 class Feed(Protocol):
     """Where the EndpointSlices live: the stand-in or the real API server."""
 
-    kubeconfig: Path
+    kubeconfig: Path | None  # None: credentials in-cluster, as in a pod
+    env: dict[str, str]
+    prefix: list[str]
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Create or replace one EndpointSlice."""
@@ -75,7 +91,9 @@ class StandInFeed:
 
     def __init__(self, api: ApiStandIn, root: Path) -> None:
         self.api = api
-        self.kubeconfig = write_kubeconfig(root / "standin.kubeconfig", api.url)
+        self.kubeconfig: Path | None = write_kubeconfig(root / "standin.kubeconfig", api.url)
+        self.env: dict[str, str] = {}
+        self.prefix: list[str] = []
 
     def apply(self, obj: dict[str, Any]) -> None:
         self.api.apply(obj)
@@ -84,9 +102,20 @@ class StandInFeed:
 class PlaneFeed:
     """The real kube-apiserver (and etcd) built from Go modules."""
 
-    def __init__(self, plane: ControlPlane) -> None:
+    def __init__(self, plane: ControlPlane, root: Path) -> None:
         self.plane = plane
-        self.kubeconfig = plane.admin_kubeconfig
+        self.kubeconfig: Path | None = None
+        account = root / "serviceaccount"
+        account.mkdir()
+        (account / "token").write_text(ADMIN_TOKEN, encoding="utf-8")
+        (account / "ca.crt").write_bytes(plane.ca_file.read_bytes())
+        (account / "namespace").write_text(NAMESPACE, encoding="utf-8")
+        self.env = {
+            "KUBERNETES_SERVICE_HOST": plane.host,
+            "KUBERNETES_SERVICE_PORT": str(plane.port),
+        }
+        self.prefix = ["unshare", "--mount", "--propagation", "private", "--"]
+        self.prefix += ["sh", "-c", IN_A_POD, str(account)]
 
     def apply(self, obj: dict[str, Any]) -> None:
         base = f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"
@@ -131,13 +160,15 @@ def start_sidecar(feed: Feed, root: Path, tag: str) -> Watcher:
     out = root / f"sidecar-{tag}"
     out.mkdir()
     sidecar = SidecarProcess(
-        kubeconfig=feed.kubeconfig,
+        # In-cluster, the kubeconfig is not read: KUBERNETES_SERVICE_HOST comes first.
+        kubeconfig=feed.kubeconfig or root / "unused.kubeconfig",
         output_dir=out,
         log_path=root / f"sidecar-{tag}.log",
         service=SERVICE,
         namespace=NAMESPACE,
         health_addr=f"127.0.0.1:{free_port()}",
-        extra_env={"PODLISTER_IDLE_TIMEOUT": "90"},
+        extra_env={"PODLISTER_IDLE_TIMEOUT": "90", **feed.env},
+        command_prefix=feed.prefix,
     ).start()
     assert sidecar.process is not None
     return Watcher("sidecar", sidecar.process, out)
@@ -147,10 +178,13 @@ def start_peer(binary: Path, feed: Feed, root: Path, tag: str) -> Watcher:
     out = root / f"peer-{tag}"
     out.mkdir()
     with (root / f"peer-{tag}.log").open("ab") as log:
+        environ = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         process = subprocess.Popen(
             [
+                *feed.prefix,
                 str(binary),
-                f"--kubeconfig={feed.kubeconfig}",
+                # Empty: client-go's BuildConfigFromFlags falls back to in-cluster.
+                f"--kubeconfig={feed.kubeconfig or ''}",
                 f"--namespace={NAMESPACE}",
                 f"--service={SERVICE}",
                 f"--output={out}",
@@ -159,7 +193,7 @@ def start_peer(binary: Path, feed: Feed, root: Path, tag: str) -> Watcher:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             # List and watch, as the sidecar does (not the streaming list of newer servers).
-            env={**os.environ, "KUBE_FEATURE_WatchListClient": "false"},
+            env={**environ, **feed.env, "KUBE_FEATURE_WatchListClient": "false"},
         )
     return Watcher("peer", process, out)
 
@@ -290,7 +324,7 @@ def main() -> int:
                     report("stand-in", total, figures)
         if "controlplane" in args.where:
             with ControlPlane(root / "controlplane") as plane:
-                plane_feed = PlaneFeed(plane)
+                plane_feed = PlaneFeed(plane, root)
                 for total in sizes:
                     figures = run(
                         binary, plane_feed, root, total=total, changes=args.changes, idle=args.idle
