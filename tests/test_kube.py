@@ -80,4 +80,4 @@ def test_get_raises_the_clients_exception_with_the_status_body(tmp_path: Path) -
             connection.get(SLICES, {}, (5.0, 5.0))
         connection.close()
     assert raised.value.status == 401
-    assert json.loads(raised.value.body)["reason"] == "Unauthorized"
+    assert json.loads(raised.value.body or "{}")["reason"] == "Unauthorized"

@@ -1,0 +1,237 @@
+"""Pod Ready -> every page lists it, on a real node: ``tox -e bench-node``.
+
+The node of tests/node (kubelet, containerd, kube-proxy, the real control plane) runs the
+local overlay, scaled to N - 1 pods. Each trial scales it to N: a streaming watch on the
+pods notes when the new pod turns Ready (the moment its endpoint becomes ready), then every
+page is read over and over from inside the node, the Service's (ClusterIP, port 80) and
+each Ready pod's own (its IP, port 8080, the new pod's included), each until it lists the
+new pod's IP. Lag = the last page's first listing - Ready. The trial then scales back to
+N - 1 and waits until every page lists exactly the pods left. Printed per N: p50, p99 and
+max of the lags, and the time one round of reads over all pages takes (the resolution).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import ssl
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from bench.stats import percentile
+from controlplane.cluster import ADMIN_TOKEN
+from node.cluster import Node
+from node.overlay import image_overlay
+from support.polling import wait_until
+
+NAMESPACE = "podlister"
+SELECTOR = "app.kubernetes.io/name=podlister"
+TRIAL_TIMEOUT = 120.0
+
+
+class ReadyWatch:
+    """A watch on the pods: when (monotonic) each pod IP was first seen Ready."""
+
+    def __init__(self, node: Node) -> None:
+        """List, then watch from the list's resourceVersion in a thread of its own."""
+        assert node.controlplane is not None
+        plane = node.controlplane
+        parsed = urllib.parse.urlsplit(plane.url)
+        context = ssl.create_default_context(cafile=str(plane.ca_file))
+        self._connection = http.client.HTTPSConnection(
+            parsed.hostname or "", parsed.port, context=context, timeout=TRIAL_TIMEOUT * 4
+        )
+        listed = plane.rest.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={SELECTOR}")
+        self.ready_at: dict[str, float] = {}
+        self._noted = threading.Condition()
+        self._note(listed["items"])
+        query = urllib.parse.urlencode(
+            {
+                "watch": "true",
+                "labelSelector": SELECTOR,
+                "resourceVersion": listed["metadata"]["resourceVersion"],
+                "timeoutSeconds": str(int(TRIAL_TIMEOUT * 4)),
+            }
+        )
+        self._connection.request(
+            "GET",
+            f"/api/v1/namespaces/{NAMESPACE}/pods?{query}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        self._response = self._connection.getresponse()
+        self._thread = threading.Thread(target=self._read, name="ready-watch", daemon=True)
+        self._thread.start()
+
+    def _note(self, pods: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        with self._noted:
+            for pod in pods:
+                ip = pod.get("status", {}).get("podIP")
+                if ip and is_ready(pod):
+                    self.ready_at.setdefault(ip, now)
+            self._noted.notify_all()
+
+    def _read(self) -> None:
+        for line in self._response:
+            event = json.loads(line)
+            if event.get("type") in {"ADDED", "MODIFIED"}:
+                self._note([event["object"]])
+
+    def new_ready(self, known: set[str], timeout: float) -> tuple[str, float]:
+        """The first pod IP not in known to turn Ready, and when; waits at most timeout."""
+        with self._noted:
+            self._noted.wait_for(lambda: set(self.ready_at) - known, timeout)
+            fresh = sorted(set(self.ready_at) - known, key=self.ready_at.__getitem__)
+            assert fresh, f"no new pod turned Ready in {timeout} s"
+            return fresh[0], self.ready_at[fresh[0]]
+
+    def stop(self) -> None:
+        """End the watch (its socket closed under the read) and the thread."""
+        if self._connection.sock is not None:
+            self._connection.sock.shutdown(2)
+        self._connection.close()
+        self._thread.join(timeout=10)
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    """Ready, and not being deleted."""
+    conditions = pod.get("status", {}).get("conditions", [])
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return ready and "deletionTimestamp" not in pod["metadata"]
+
+
+def ready_ips(node: Node) -> set[str]:
+    """The Ready pods' IPs, as the API has them now."""
+    assert node.controlplane is not None
+    answer = node.controlplane.rest.get(
+        f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={SELECTOR}"
+    )
+    return {pod["status"]["podIP"] for pod in answer["items"] if is_ready(pod)}
+
+
+def cluster_ip(node: Node) -> str:
+    """The Service's ClusterIP."""
+    assert node.controlplane is not None
+    service = node.controlplane.rest.get(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")
+    return str(service["spec"]["clusterIP"])
+
+
+def listed(node: Node, host: str, port: int) -> set[str] | None:
+    """The addresses index.txt lists at host:port, None if it did not answer 200."""
+    try:
+        answer = node.http(host, port, "/index.txt", timeout=2)
+    except OSError:
+        return None
+    return set(answer.text().split()) if answer.status == 200 else None
+
+
+def pages(service_ip: str, ips: set[str]) -> list[tuple[str, int]]:
+    """The Service's page and every given pod's own page."""
+    return [(service_ip, 80), *((ip, 8080) for ip in sorted(ips))]
+
+
+def scale(node: Node, replicas: int) -> None:
+    """Kubectl scale, as a user types it."""
+    done = node.kubectl("-n", NAMESPACE, "scale", "deployment/podlister", f"--replicas={replicas}")
+    assert done.returncode == 0, done.stderr
+
+
+def settle(node: Node, service_ip: str, replicas: int) -> set[str]:
+    """Until replicas pods are Ready, no other pod is left, and every page lists exactly them."""
+    assert node.controlplane is not None
+
+    def settled() -> bool:
+        answer = node.controlplane.rest.get(  # type: ignore[union-attr]
+            f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={SELECTOR}"
+        )
+        ips = {pod["status"]["podIP"] for pod in answer["items"] if is_ready(pod)}
+        if len(ips) != replicas or len(answer["items"]) != replicas:
+            return False
+        return all(listed(node, *page) == ips for page in pages(service_ip, ips))
+
+    wait_until(settled, timeout=300, interval=0.5, what=f"{replicas} pods listed everywhere")
+    return ready_ips(node)
+
+
+def trial(node: Node, service_ip: str, replicas: int) -> tuple[float, float]:
+    """Scale replicas - 1 -> replicas; (lag of the last page after Ready, one read round)."""
+    before = ready_ips(node)
+    watch = ReadyWatch(node)
+    try:
+        deadline = time.monotonic() + TRIAL_TIMEOUT
+        scale(node, replicas)
+        new_ip, ready_at = watch.new_ready(before, TRIAL_TIMEOUT)
+        pending = pages(service_ip, before | {new_ip})
+        seen: list[float] = []
+        rounds: list[float] = []
+        while pending:
+            assert time.monotonic() < deadline, f"{new_ip} not listed by {pending}"
+            started = time.monotonic()
+            for page in list(pending):
+                found = listed(node, *page)
+                if found is not None and new_ip in found:
+                    seen.append(time.monotonic())
+                    pending.remove(page)
+            rounds.append(time.monotonic() - started)
+    finally:
+        watch.stop()
+    return max(seen) - ready_at, max(rounds)
+
+
+def report(replicas: int, lags: list[float], rounds: list[float]) -> None:
+    """One line per N."""
+    print(
+        f"N={replicas:<3} trials {len(lags):>3}  pod Ready -> every page lists it, ms:"
+        f" p50 {percentile(lags, 0.5) * 1e3:7.1f}  p99 {percentile(lags, 0.99) * 1e3:7.1f}"
+        f"  max {max(lags) * 1e3:7.1f}  (one read of all {replicas + 1} pages:"
+        f" p50 {percentile(rounds, 0.5) * 1e3:5.1f} ms)",
+        flush=True,
+    )
+
+
+def run(node: Node, root: Path, sizes: list[int], trials: int) -> None:
+    """Apply the local overlay, then the trials per size; the overlay deleted at the end."""
+    overlay = image_overlay(root / "local", "local", node.image_refs)
+    applied = node.kubectl("apply", "-k", str(overlay))
+    assert applied.returncode == 0, applied.stderr
+    try:
+        service_ip = cluster_ip(node)
+        for replicas in sizes:
+            lags, rounds = [], []
+            for _ in range(trials):
+                scale(node, replicas - 1)
+                settle(node, service_ip, replicas - 1)
+                lag, read_round = trial(node, service_ip, replicas)
+                lags.append(lag)
+                rounds.append(read_round)
+            report(replicas, lags, rounds)
+    finally:
+        node.kubectl("delete", "-k", str(overlay), "--wait=true", "--timeout=180s")
+
+
+def main() -> int:
+    """Bring a node up, run the trials, take it all down."""
+    parser = argparse.ArgumentParser(prog="python -m bench.node", description=__doc__)
+    parser.add_argument("--sizes", default="10,30", help="pod counts N, comma separated")
+    parser.add_argument("--trials", type=int, default=10, help="scale-ups per N")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="podlister-bench-node-") as tmp:
+        root = Path(tmp)
+        # In the main thread: the node's namespaces live as long as the thread that made them.
+        with Node(root / "node") as node:
+            print(f"node Ready: {node.timings}", flush=True)
+            run(node, root, sizes, args.trials)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
