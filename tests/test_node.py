@@ -28,6 +28,7 @@ from controlplane.build import build
 from node import host
 from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
+from node.pods import NAMESPACE, cluster_ip, pods, ready_ips
 from node.traffic import PacedClient, PodWatcher
 from support.browser import READY_ROWS, launch, page_probes
 from support.polling import wait_until
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
 
-NAMESPACE = "podlister"
-SELECTOR = "app.kubernetes.io/name=podlister"
 NODE_PORT = 30080
 # Measured figures, shown with -o log_cli=true --log-cli-level=INFO (and on a failure).
 figures = logging.getLogger("podlister.node")
@@ -184,38 +183,6 @@ def describe(node: Node) -> str:
     pods = node.kubectl("-n", NAMESPACE, "describe", "pods").stdout
     events = node.kubectl("-n", NAMESPACE, "get", "events", "--sort-by=.lastTimestamp").stdout
     return f"\n--- pods\n{pods[-6000:]}\n--- events\n{events[-4000:]}"
-
-
-def pods(node: Node) -> list[dict[str, Any]]:
-    """The podlister pods as the API has them."""
-    assert node.controlplane is not None
-    answer = node.controlplane.rest.get(
-        f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={SELECTOR}"
-    )
-    return list(answer["items"])
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    """Ready, and not being deleted."""
-    conditions = pod.get("status", {}).get("conditions", [])
-    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-    return ready and "deletionTimestamp" not in pod["metadata"]
-
-
-def ready_ips(node: Node) -> list[str]:
-    """The Ready pods' IPs, in the page's order (sorted as addresses)."""
-    return sorted((pod["status"]["podIP"] for pod in pods(node) if is_ready(pod)), key=_as_tuple)
-
-
-def _as_tuple(ip: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in ip.split("."))
-
-
-def cluster_ip(node: Node) -> str:
-    """The Service's ClusterIP."""
-    assert node.controlplane is not None
-    service = node.controlplane.rest.get(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")
-    return str(service["spec"]["clusterIP"])
 
 
 def curl(node: Node, url: str) -> str:

@@ -30,10 +30,9 @@ from bench.stats import percentile
 from controlplane.cluster import ADMIN_TOKEN
 from node.cluster import Node
 from node.overlay import image_overlay
+from node.pods import NAMESPACE, SELECTOR, cluster_ip, is_ready, pods, ready_ips
 from support.polling import wait_until
 
-NAMESPACE = "podlister"
-SELECTOR = "app.kubernetes.io/name=podlister"
 TRIAL_TIMEOUT = 120.0
 
 
@@ -108,29 +107,6 @@ class ReadyWatch:
         self._thread.join(timeout=10)
 
 
-def is_ready(pod: dict[str, Any]) -> bool:
-    """Ready, and not being deleted."""
-    conditions = pod.get("status", {}).get("conditions", [])
-    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-    return ready and "deletionTimestamp" not in pod["metadata"]
-
-
-def ready_ips(node: Node) -> set[str]:
-    """The Ready pods' IPs, as the API has them now."""
-    assert node.controlplane is not None
-    answer = node.controlplane.rest.get(
-        f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={SELECTOR}"
-    )
-    return {pod["status"]["podIP"] for pod in answer["items"] if is_ready(pod)}
-
-
-def cluster_ip(node: Node) -> str:
-    """The Service's ClusterIP."""
-    assert node.controlplane is not None
-    service = node.controlplane.rest.get(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")
-    return str(service["spec"]["clusterIP"])
-
-
 class PageReader:
     """Reads one page over and over on one kept-alive connection made inside the node
     (nginx keeps it open), so that a read costs a request, not a connection; the Service's
@@ -185,26 +161,22 @@ def scale(node: Node, replicas: int) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def settle(node: Node, service_ip: str, replicas: int) -> set[str]:
+def settle(node: Node, service_ip: str, replicas: int) -> None:
     """Until replicas pods are Ready, no other pod is left, and every page lists exactly them."""
-    assert node.controlplane is not None
 
     def settled() -> bool:
-        answer = node.controlplane.rest.get(  # type: ignore[union-attr]
-            f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={SELECTOR}"
-        )
-        ips = {pod["status"]["podIP"] for pod in answer["items"] if is_ready(pod)}
-        if len(ips) != replicas or len(answer["items"]) != replicas:
+        found = pods(node)
+        ips = {pod["status"]["podIP"] for pod in found if is_ready(pod)}
+        if len(ips) != replicas or len(found) != replicas:
             return False
         return all(listed(node, *page) == ips for page in pages(service_ip, ips))
 
     wait_until(settled, timeout=300, interval=0.5, what=f"{replicas} pods listed everywhere")
-    return ready_ips(node)
 
 
 def trial(node: Node, service_ip: str, replicas: int) -> tuple[float, float]:
     """Scale replicas - 1 -> replicas; (lag of the last page after Ready, one read round)."""
-    before = ready_ips(node)
+    before = set(ready_ips(node))
     watch = ReadyWatch(node)
     try:
         deadline = time.monotonic() + TRIAL_TIMEOUT

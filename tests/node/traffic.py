@@ -12,6 +12,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from node.pods import is_ready
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -121,7 +123,7 @@ class PodWatcher:
                         continue
                     if "deletionTimestamp" in pod["metadata"]:
                         self.deleting_at.setdefault(ip, now)
-                    elif _is_ready(pod):
+                    elif is_ready(pod):
                         self.ready_at.setdefault(ip, now)
             self._stopping.wait(self._poll)
 
@@ -129,8 +131,3 @@ class PodWatcher:
         """Stop polling."""
         self._stopping.set()
         self._thread.join(timeout=10)
-
-
-def _is_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
