@@ -3,12 +3,12 @@
 The node of tests/node (kubelet, containerd, kube-proxy, the real control plane) runs the
 local overlay, scaled to N - 1 pods. Each trial scales it to N: a streaming watch on the
 pods notes when the new pod turns Ready (the moment its endpoint becomes ready), then every
-page is read over and over from inside the node, the Service's (ClusterIP, port 80) and
-each Ready pod's own (its IP, port 8080, the new pod's included, on a kept-alive
-connection), each until it lists the new pod's IP. Lag = the last page's first listing -
-Ready. The trial then scales back to N - 1 and waits until every page lists exactly the
-pods left. Printed per N: p50, p99 and max of the lags, and the longest round of reads over
-the pages still waiting (the resolution).
+page is read over and over from inside the node, the Service's (ClusterIP, port 80, a new
+connection each time) and each Ready pod's own (its IP, port 8080, the new pod's included,
+on a kept-alive connection), each until it lists the new pod's IP. Lag = the last page's
+first listing - Ready. The trial then scales back to N - 1 and waits until every page lists
+exactly the pods left. Printed per N: p50, p99 and max of the lags, and the longest round of
+reads over the pages still waiting (the resolution).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.stats import percentile
 from controlplane.cluster import ADMIN_TOKEN
@@ -32,6 +32,9 @@ from node.cluster import Node
 from node.overlay import image_overlay
 from node.pods import NAMESPACE, SELECTOR, cluster_ip, is_ready, pods, ready_ips
 from support.polling import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 TRIAL_TIMEOUT = 120.0
 
@@ -108,12 +111,11 @@ class ReadyWatch:
 
 
 class PageReader:
-    """Reads one page over and over on one kept-alive connection made inside the node
-    (nginx keeps it open), so that a read costs a request, not a connection; the Service's
-    page on a new connection each time, so that kube-proxy routes each read anew.
+    """Reads one pod's page over and over on one kept-alive connection made inside the node
+    (nginx keeps it open), so that a read costs a request, not a connection.
     """
 
-    def __init__(self, node: Node, host: str, port: int, *, keep_alive: bool) -> None:
+    def __init__(self, node: Node, host: str, port: int) -> None:
         """Nothing is opened before the first read."""
         assert node.dialer is not None
         dialer = node.dialer
@@ -123,20 +125,16 @@ class PageReader:
                 self.sock = dialer.connect((self.host, self.port), timeout=2)
 
         self._connection = Inside(host, port, timeout=2)
-        self._keep_alive = keep_alive
 
     def listed(self) -> set[str] | None:
         """The addresses index.txt lists now, None if it did not answer 200."""
-        headers = {} if self._keep_alive else {"Connection": "close"}
         try:
-            self._connection.request("GET", "/index.txt", headers=headers)
+            self._connection.request("GET", "/index.txt")
             response = self._connection.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException):
             self._connection.close()
             return None
-        if not self._keep_alive:
-            self._connection.close()
         return set(body.decode().split()) if response.status == 200 else None
 
     def close(self) -> None:
@@ -145,9 +143,14 @@ class PageReader:
 
 
 def listed(node: Node, host: str, port: int) -> set[str] | None:
-    """The addresses index.txt lists at host:port (a new connection), None if not 200."""
-    reader = PageReader(node, host, port, keep_alive=False)
-    return reader.listed()
+    """The addresses index.txt lists at host:port (node.http: a new connection, so that
+    kube-proxy routes a read of the Service anew), None if it did not answer 200.
+    """
+    try:
+        answer = node.http(host, port, "/index.txt", timeout=2)
+    except OSError:
+        return None
+    return set(answer.text().split()) if answer.status == 200 else None
 
 
 def pages(service_ip: str, ips: set[str]) -> list[tuple[str, int]]:
@@ -177,29 +180,32 @@ def settle(node: Node, service_ip: str, replicas: int) -> None:
 def trial(node: Node, service_ip: str, replicas: int) -> tuple[float, float]:
     """Scale replicas - 1 -> replicas; (lag of the last page after Ready, one read round)."""
     before = set(ready_ips(node))
+    readers: dict[str, PageReader] = {}
     watch = ReadyWatch(node)
     try:
         deadline = time.monotonic() + TRIAL_TIMEOUT
         scale(node, replicas)
         new_ip, ready_at = watch.new_ready(before, TRIAL_TIMEOUT)
-        pending = [
-            PageReader(node, host, port, keep_alive=port != 80)
-            for host, port in pages(service_ip, before | {new_ip})
-        ]
+        readers.update((ip, PageReader(node, ip, 8080)) for ip in before | {new_ip})
+        pending: dict[str, Callable[[], set[str] | None]] = {
+            "the Service": lambda: listed(node, service_ip, 80),
+            **{ip: reader.listed for ip, reader in readers.items()},
+        }
         seen: list[float] = []
         rounds: list[float] = []
         while pending:
-            assert time.monotonic() < deadline, f"{new_ip} not listed by {len(pending)} pages"
+            assert time.monotonic() < deadline, f"{new_ip} not listed by {sorted(pending)}"
             started = time.monotonic()
-            for reader in list(pending):
-                found = reader.listed()
+            for page, read in list(pending.items()):
+                found = read()
                 if found is not None and new_ip in found:
                     seen.append(time.monotonic())
-                    reader.close()
-                    pending.remove(reader)
+                    del pending[page]
             rounds.append(time.monotonic() - started)
     finally:
         watch.stop()
+        for reader in readers.values():
+            reader.close()
     return max(seen) - ready_at, max(rounds)
 
 
