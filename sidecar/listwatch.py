@@ -119,6 +119,11 @@ class ListerWatcher:
         finally:
             with self._lock:
                 self._response = None
+            if not response.closed:
+                # Left before its end (a watch that ended on an ERROR event, an error, a
+                # stop): bytes of it, such as the final chunk, may still come on this
+                # connection, and the next request on it would read them as its status line.
+                response.close()
             response.release_conn()
 
     def _request(self, api: Source, verb: str, **params: Param) -> urllib3.BaseHTTPResponse:
