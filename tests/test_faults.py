@@ -118,6 +118,24 @@ def test_expired_mid_watch_relists_and_replaces_state(
     sidecar.wait_metric("podlister_watch_restarts_total", 1, reason="expired")
 
 
+def test_stream_left_at_an_error_event_is_not_reused(api: ApiStandIn, start_sidecar: Start) -> None:
+    """A watch left at its 410 ERROR event, before its final chunk came, is closed: the relist
+    goes out on a new connection and is counted as an expiry, not a connection error (reusing
+    it read the late final chunk as a status line: BadStatusLine on the chunk's "0" line).
+    """
+    sidecar = started_with(api, start_sidecar, "10.0.0.1")
+    api.hold_final_chunks()
+    api.apply(slice_of("web-b", "10.0.0.2"))
+    sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
+    api.expire_watches()
+    wait_until(lambda: len(api.requests_for("list")) == 2, timeout=10, what="a relist")
+    watch, relist = api.requests_for("watch")[0], api.requests_for("list")[1]
+    assert relist.client_port != watch.client_port
+    sidecar.wait_metric("podlister_watch_restarts_total", 1, reason="expired")
+    assert sidecar.metric("podlister_watch_restarts_total", reason="connection") == 0
+    sidecar.wait_addresses(["10.0.0.1", "10.0.0.2"])
+
+
 def test_watch_from_compacted_version_relists(api: ApiStandIn, start_sidecar: Start) -> None:
     """A resumed watch whose resourceVersion was compacted gets 410 and relists."""
     sidecar = started_with(api, start_sidecar, "10.0.0.1")
@@ -132,14 +150,18 @@ def test_watch_from_compacted_version_relists(api: ApiStandIn, start_sidecar: St
 
 
 def test_clean_end_resumes_without_relist(api: ApiStandIn, start_sidecar: Start) -> None:
-    """A watch the server ends cleanly is resumed from the last resourceVersion, no list."""
+    """A watch the server ends cleanly is resumed from the last resourceVersion, no list, on
+    the same kept-alive connection (the stream was read to its end).
+    """
     sidecar = started_with(api, start_sidecar, "10.0.0.1")
     api.apply(slice_of("web-a", "10.0.0.2"))
     sidecar.wait_addresses(["10.0.0.2"])
     version = str(api.resource_version)
     api.end_watches()
     wait_until(lambda: len(api.requests_for("watch")) == 2, timeout=5, what="a second watch")
-    assert api.requests_for("watch")[1].params["resourceVersion"] == version
+    first, second = api.requests_for("watch")
+    assert second.params["resourceVersion"] == version
+    assert second.client_port == first.client_port
     assert len(api.requests_for("list")) == 1
     api.apply(slice_of("web-a", "10.0.0.4"))
     sidecar.wait_addresses(["10.0.0.4"])

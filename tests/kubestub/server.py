@@ -3,8 +3,10 @@
 What it models: a global resourceVersion, label and field selectors, paginated lists with
 consistent continue tokens, chunked watch streams resumed from a resourceVersion, bookmarks,
 server-side watch timeouts, compaction (410 Expired), and 403/404/429/5xx responses with
-kube-style Status bodies. Faults are methods: ``stall``, ``drop_watches``, ``end_watches``,
-``expire_watches``, ``inject_line``, ``fail_next``, ``forbid``, ``disable_slices``.
+kube-style Status bodies. Like kube-apiserver (HTTP/1.1), it keeps a connection open after a
+watch ends, for the client's next request. Faults are methods: ``stall``, ``drop_watches``,
+``end_watches``, ``expire_watches``, ``hold_final_chunks``, ``inject_line``, ``fail_next``,
+``forbid``, ``disable_slices``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import itertools
 import json
 import queue
+import select
 import socket
 import threading
 import time
@@ -47,6 +50,7 @@ class Request:
     verb: str  # "list" or "watch"
     params: dict[str, str]
     at: float
+    client_port: int  # the client's end of the connection: equal ports, one kept-alive connection
 
 
 def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -106,6 +110,7 @@ class ApiStandIn:
         self._slices_served = True
         self._failures: list[tuple[int, float | None]] = []
         self._stalled = threading.Event()
+        self._final_chunks_held = threading.Event()
         self._stopping = threading.Event()
         handler = type("Handler", (_Handler,), {"api": self})
         self._server = ThreadingHTTPServer((host, port), handler)
@@ -231,6 +236,17 @@ class ApiStandIn:
         self.compact()
         line = _event_line("ERROR", status_body(410, "Expired", "too old resource version"))
         self._broadcast("expire", line)
+
+    def hold_final_chunks(self, *, held: bool = True) -> None:
+        """After an ERROR event, a stream's final chunk waits until the client sends or closes.
+
+        On a real network the final chunk can arrive after the client stopped reading at the
+        ERROR event; a client that then reuses the connection reads it as its next status line.
+        """
+        if held:
+            self._final_chunks_held.set()
+        else:
+            self._final_chunks_held.clear()
 
     def inject_line(self, line: bytes) -> None:
         """Send a raw line (malformed JSON, an unknown event type) on every open watch."""
@@ -410,7 +426,9 @@ class _Handler(BaseHTTPRequestHandler):
         resource, namespace = route
         verb = "watch" if params.get("watch") in {"true", "1"} else "list"
         with self.api._lock:
-            self.api.requests.append(Request("GET", resource, verb, params, time.monotonic()))
+            self.api.requests.append(
+                Request("GET", resource, verb, params, time.monotonic(), self.client_address[1])
+            )
         refused = self.api._check(verb, resource, namespace, self.headers.get("Authorization", ""))
         if refused is not None:
             status, body = refused
@@ -455,10 +473,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self._serve_events(watch, backlog, params)
         except OSError:
-            pass  # the client went away
+            self.close_connection = True  # the client went away
         finally:
             api._close_watch(watch)
-            self.close_connection = True
 
     def _serve_events(self, watch: _Watch, backlog: list[bytes], params: dict[str, str]) -> None:
         api = self.api
@@ -487,6 +504,7 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "drop":
                 # No terminating chunk: the client sees the connection break mid-stream.
                 self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
                 return
             if action == "end":
                 break
@@ -494,6 +512,9 @@ class _Handler(BaseHTTPRequestHandler):
                 # Nothing after a 410: the client must relist, queued events are moot.
                 pending.clear()
                 self._chunk(payload)
+                if api._final_chunks_held.is_set():
+                    # Readable: the client's next request, or its close (EOF).
+                    select.select([self.connection], [], [], max(0.0, deadline - time.monotonic()))
                 break
             if action in {"line", "raw"}:
                 pending.append(payload)
