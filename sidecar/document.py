@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
-from sidecar.fragments import Fragments, member_fields
+from sidecar.fragments import ChangeRow, Fragments, member_fields
 from sidecar.kinds import Source
 from sidecar.membership import Member, Membership
 
@@ -50,23 +50,6 @@ class PageData:
             changes=(),
             compact=True,
         )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ChangeRow:
-    """One entry of ``changes`` as a template sees it: index.json's fields as attributes.
-
-    Jinja resolves ``change.at`` with getattr first; on a dict every lookup of every field
-    of every change raised and caught an AttributeError in the sandbox (the same reason
-    members are Member objects). ``change["at"]`` still works: Jinja falls back to the
-    attribute.
-    """
-
-    at: str
-    added: list[str]
-    removed: list[str]
-    added_count: int
-    removed_count: int
 
 
 def timestamp(moment: dt.datetime) -> str:
@@ -119,14 +102,15 @@ def page_context(data: PageData, fields: dict[str, Any] | None = None) -> dict[s
 def template_context(
     data: PageData, fields: dict[str, Any] | None = None, fragments: Fragments | None = None
 ) -> dict[str, Any]:
-    """The template's variables: the same names and fields as index.json, and member_rows.
+    """The template's variables: index.json's names and fields, member_rows, change_rows.
 
     Members and changes are objects with those fields as attributes (see ChangeRow).
 
     Members stay Member objects here: Jinja resolves ``member.address`` with getattr
     first, so on a dict every lookup raises and catches an AttributeError, which made
-    rendering 1,000 members cost several milliseconds more. ``member_rows(members)`` gives
-    the packaged page's <li> rows, cached per member (sidecar/fragments.py).
+    rendering 1,000 members cost several milliseconds more. ``member_rows(members)`` and
+    ``change_rows(changes)`` give the packaged page's <li> rows, cached per member and per
+    change (sidecar/fragments.py).
     """
     pieces = fragments if fragments is not None else Fragments()
     self_ip = data.pod_ip
@@ -138,6 +122,7 @@ def template_context(
         "terminating": data.membership.terminating,
         "not_ready": data.membership.not_ready,
         "member_rows": lambda members: pieces.rows(members, self_ip),
+        "change_rows": pieces.change_rows,
     }
 
 
