@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import os
 import threading
 import time
 from pathlib import Path
@@ -129,6 +130,33 @@ def test_unchanged_state_is_not_rewritten_and_a_burst_is_coalesced(running: Runn
         what="the burst's last state",
     )
     assert running.writes() < 38
+
+
+def test_an_asset_removed_or_replaced_is_written_again_with_the_next_page(
+    running: Running,
+) -> None:
+    """page.css removed and page.js replaced by a file of the same size (new inode), then
+    page.js edited in place (same inode and size, new mtime): each comes back with the next
+    change; assets no one touched are left as they are (same inode).
+    """
+    running.submit("10.0.0.1")
+    wait_until(lambda: running.writes() == 1, timeout=5, what="the first write")
+    css, js = running.folder / "page.css", running.folder / "page.js"
+    original_css, original_js = css.read_bytes(), js.read_bytes()
+    css.unlink()
+    js.unlink()
+    js.write_bytes(b"x" * len(original_js))
+    running.submit("10.0.0.2")
+    wait_until(lambda: running.writes() == 2, timeout=5, what="the second write")
+    assert (css.read_bytes(), js.read_bytes()) == (original_css, original_js)
+    untouched = css.stat().st_ino
+    with js.open("r+b") as edited:
+        edited.write(b"y")
+    os.utime(js, ns=(1, 1))
+    running.submit("10.0.0.3")
+    wait_until(lambda: running.writes() == 3, timeout=5, what="the third write")
+    assert js.read_bytes() == original_js
+    assert css.stat().st_ino == untouched
 
 
 def test_stale_marks_the_page_and_clears_it(running: Running) -> None:
