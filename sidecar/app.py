@@ -318,9 +318,11 @@ def _serve(
     for name, target in workers.items():
         threads.start(name, target)
     # Everything alive now lives for the whole run: keep the collector off it, which keeps
-    # collection pauses out of the event-to-file latency.
+    # collection pauses out of the event-to-file latency. (cli.main turned it off for the
+    # start.)
     gc.collect()
     gc.freeze()
+    gc.enable()
 
     # No timeout: the signals thread (or a worker that died) sets the event.
     stop.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -148,6 +149,35 @@ def test_sigterm_exits_zero_quickly_without_partial_files(
     assert time.monotonic() - sent < 2.0
     assert sorted(p.name for p in sidecar.output_dir.iterdir()) == PAGE_FILES
     assert sidecar.events("stop")
+
+
+# Runs cli.main() (its own argv ignored) and logs, as one JSON line, whether the collector
+# is on once the app has frozen what lives for the run (bounded: 20 s).
+COLLECTOR_PROBE = """
+import gc, json, sys, threading, time
+from sidecar import cli
+def report():
+    deadline = time.monotonic() + 20
+    while not (gc.get_freeze_count() and gc.isenabled()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(json.dumps({"event": "collector", "enabled": gc.isenabled(),
+        "frozen": gc.get_freeze_count()}), flush=True)
+threading.Thread(target=report, daemon=True).start()
+sys.exit(cli.main([]))
+"""
+
+
+def test_the_collector_is_on_once_the_sidecar_runs(api: ApiStandIn, start_sidecar: Start) -> None:
+    """cli.main turns the garbage collector off for the start (imports, first list); once
+    the workers run, what lives for the whole run is frozen and the collector is on again.
+    """
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    sidecar = start_sidecar(command_prefix=[sys.executable, "-c", COLLECTOR_PROBE])
+    sidecar.wait_page(["10.0.0.1"])
+    wait_until(lambda: sidecar.events("collector"), timeout=25, what="the collector probe")
+    [probe] = sidecar.events("collector")
+    assert probe["enabled"] is True
+    assert probe["frozen"] > 0
 
 
 def test_missing_setting_exits_2_with_one_line(tmp_path: Path) -> None:
