@@ -116,9 +116,9 @@ def member_json(member: Member) -> str:
 
 
 class Fragments:
-    """Rows and JSON pieces of the members of the last render, kept for the next.
+    """The last render's member rows and JSON pieces and history rows, kept for the next.
 
-    Keyed by the Member object's identity, not its value: a slice that did not change
+    Members are keyed by the Member object's identity, not its value: a slice that did not change
     hands over the very same Member objects, and hashing a dataclass of four strings per
     lookup was half the cost at 10,000 members. Each entry holds its Member, so the id
     cannot be reused by another object while the entry exists; a hit is checked with ``is``.
