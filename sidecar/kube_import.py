@@ -11,7 +11,8 @@ makes the GET itself; the generated API classes and ApiClient bring pydantic). T
 other client modules take from those packages are set on them (EXPORTS), or imported on
 first use (ON_DEMAND: kube_config, which serves only a kubeconfig, never a pod), or on first
 call (ON_CALL: the ApiClient kube_config binds when imported and calls only to refresh an
-OIDC token). The client still reads the credentials and makes the requests.
+OIDC token; STAND_INS: requests_oauthlib's OAuth2Session, for the same refresh). The client
+still reads the credentials and makes the requests.
 
 This depends on the client's layout, checked for one version (LAID_OUT_FOR, the locked one;
 tests/test_kube_import.py pins it). For any other version, or when any step fails, what was
@@ -26,6 +27,7 @@ import importlib.machinery
 import importlib.util
 import re
 import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -63,6 +65,13 @@ ON_DEMAND: Mapping[str, Mapping[str, tuple[str, str]]] = {
 # token refresh (and in new_client_from_config, which the sidecar does not use).
 ON_CALL: Mapping[str, Mapping[str, tuple[str, str]]] = {
     "kubernetes.client": {"ApiClient": ("kubernetes.client.api_client", "ApiClient")},
+}
+# Third-party modules a module of the client imports names from, for a path a pod never
+# takes: while that module is imported they are modules of stand-ins (as ON_CALL), and they
+# leave sys.modules once it is: kube_config takes OAuth2Session from requests_oauthlib, which
+# imports requests (4.8 MiB measured), and calls it only to refresh an OIDC token.
+STAND_INS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "kubernetes.config.kube_config": {"requests_oauthlib": ("OAuth2Session",)},
 }
 _VERSION = re.compile(r'^__version__ = "([^"]+)"$', re.MULTILINE)
 
@@ -146,11 +155,31 @@ def _on_demand(package: str, names: Mapping[str, tuple[str, str]]) -> Callable[[
             msg = f"module {package!r} has no attribute {attribute!r} (imported in part)"
             raise AttributeError(msg)
         module, name = names[attribute]
-        value = getattr(importlib.import_module(module), name)
+        value = getattr(_import_with_stand_ins(module), name)
         setattr(sys.modules[package], attribute, value)
         return value
 
     return attribute_on_first_use
+
+
+def _import_with_stand_ins(module: str) -> ModuleType:
+    """Import module with STAND_INS[module] in sys.modules for its import statements only.
+
+    A third-party module already imported is used as it is.
+    """
+    made: dict[str, ModuleType] = {}
+    for name, attributes in STAND_INS.get(module, {}).items():
+        if name not in sys.modules:
+            stand_in = types.ModuleType(name, f"stand-ins while {module} is imported")
+            for attribute in attributes:
+                setattr(stand_in, attribute, _imported_on_call(name, attribute))
+            made[name] = sys.modules[name] = stand_in
+    try:
+        return importlib.import_module(module)
+    finally:
+        for name, stand_in in made.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
 
 
 def _imported_on_call(module: str, name: str) -> Callable[..., Any]:

@@ -36,13 +36,29 @@ left_out = [m for m in ("kubernetes.dynamic", "kubernetes.watch", "kubernetes.st
     "pydantic", "yaml", "requests_oauthlib", "kubernetes.client.models.v1_pod") if m in sys.modules]
 assert not left_out, left_out
 parts = len(sys.modules)
+load = config.load_kube_config  # as sidecar/kube.py reaches it
 from kubernetes.config.kube_config import load_kube_config
-assert config.load_kube_config is load_kube_config
+assert load is load_kube_config
 assert "kubernetes.client.api_client" not in sys.modules and "pydantic" not in sys.modules
 made = client.ApiClient(configuration=Configuration())
 from kubernetes.client.api_client import ApiClient
 assert type(made) is ApiClient and made.configuration.host == Configuration().host
+assert "requests_oauthlib" not in sys.modules and "requests" not in sys.modules
+from kubernetes.config import kube_config
+session = kube_config.OAuth2Session(client_id="podlister")
+from requests_oauthlib import OAuth2Session
+assert type(session) is OAuth2Session and session.client_id == "podlister"
 print(parts)
+"""
+
+ALREADY_IMPORTED = """
+import requests_oauthlib
+from sidecar.kube_import import import_client_lightly
+assert import_client_lightly() is None
+from kubernetes import config
+assert config.load_kube_config
+assert config.kube_config.OAuth2Session is requests_oauthlib.OAuth2Session
+print("real")
 """
 
 WHOLE = """
@@ -81,12 +97,20 @@ def test_the_locked_client_is_laid_out_as_the_light_import_expects() -> None:
     """For the locked kubernetes (37.0.2) every part the sidecar uses is the client's own
     class or module; with the whole sidecar imported, the generated APIs and ApiClient (and
     pydantic), the models, the dynamic client, kube_config and its requests/oauthlib/yaml
-    stay unimported until asked for, and then are the real ones (ApiClient, which
-    kube_config binds, only when called); fewer modules than the plain import.
+    stay unimported until asked for, and then are the real ones (ApiClient and
+    requests_oauthlib's OAuth2Session, which kube_config binds, only when called, and no
+    stand-in left in sys.modules); fewer modules than the plain import.
     """
     parts = int(python(PINNED))
     whole = int(python(WHOLE))
     assert parts < whole - 150, (parts, whole)
+
+
+def test_kube_config_takes_a_requests_oauthlib_already_imported_as_it_is() -> None:
+    """When something imported requests_oauthlib before kube_config, kube_config binds the
+    real OAuth2Session, not a stand-in.
+    """
+    assert python(ALREADY_IMPORTED) == "real"
 
 
 @pytest.mark.parametrize(
