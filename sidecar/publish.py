@@ -14,6 +14,7 @@ from sidecar.backoff import Backoff
 from sidecar.document import JSON_FILE, PageData
 from sidecar.etag import DistinctVersions
 from sidecar.fragments import Fragments
+from sidecar.heap import HeapTrimmer
 from sidecar.history import History
 from sidecar.kinds import ErrorKind
 from sidecar.membership import Membership, membership
@@ -63,10 +64,12 @@ class Publisher:
         previous: PreviousPage | None = None,
         fallback: Template | None = None,
         clock: Callable[[], float] = time.monotonic,
+        heap: HeapTrimmer | None = None,
     ) -> None:
         """Wire the publisher; nothing is written before there is news.
 
-        ``fallback`` (default: the packaged page) renders when the template fails.
+        ``fallback`` (default: the packaged page) renders when the template fails; ``heap``
+        (default: glibc's trim after pages of TRIM_FROM_BYTES) runs after each write.
         """
         self._settings = settings
         self._health, self._metrics = health, metrics
@@ -83,7 +86,7 @@ class Publisher:
         # An earlier run's page: served until the first list, and where the history goes on.
         self._previous = previous
         self._history = History(previous.membership, previous.changes) if previous else History()
-        self._writer = PageWriter(settings.output_dir, self._templates, metrics)
+        self._writer = PageWriter(settings.output_dir, self._templates, metrics, heap)
 
     def submit(self, snapshot: Snapshot) -> None:
         """Take the newest state (called from the watch thread); older pending state is dropped."""
@@ -249,9 +252,17 @@ def _record_write(
 class PageWriter:
     """Writes pages and assets: atomic, with distinct ETags, compact when full ones do not fit."""
 
-    def __init__(self, folder: Path, templates: TemplateChoice, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        templates: TemplateChoice,
+        metrics: Metrics,
+        heap: HeapTrimmer | None = None,
+    ) -> None:
         """Note the ETag of a page an earlier run left, so the next one differs from it."""
         self._folder, self._templates, self._metrics = folder, templates, metrics
+        self._heap = heap or HeapTrimmer()
+        self._written_bytes = 0
         # Checked with every page set (an unchanged asset is not rewritten).
         self._assets = page_assets()
         # Each asset's file as last written or compared: (inode, size, mtime).
@@ -274,11 +285,16 @@ class PageWriter:
         """
         self._write_assets()
         try:
-            return self._write_pages(self._templates.render(data, template, self._fragments))
+            written = self._write_pages(self._templates.render(data, template, self._fragments))
         except WriteError as exc:
             if exc.cause.errno not in _NO_SPACE:
                 raise
-            full_failed = exc
+            written = self._write_compact(data, exc)
+        # The rendered bytes are garbage by now.
+        self._heap.after_write(self._written_bytes)
+        return written
+
+    def _write_compact(self, data: PageData, full_failed: WriteError) -> list[str]:
         compact = data.compacted()
         written = self._write_pages(
             self._templates.render(compact, self._templates.current, self._fragments)
@@ -314,7 +330,9 @@ class PageWriter:
         # index.json's ETag distinct is the second nginx will put in it.
         now_ns = time.time_ns()
         files[POLLED] = self._versions.distinct(files[POLLED], now_ns // 1_000_000_000)
-        return write_files(self._folder, files, mtime_ns=now_ns)
+        written = write_files(self._folder, files, mtime_ns=now_ns)
+        self._written_bytes = sum(map(len, files.values()))
+        return written
 
 
 def _file_identity(path: Path) -> tuple[int, int, int] | tuple[()]:

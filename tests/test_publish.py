@@ -18,6 +18,7 @@ from kubestub import endpoint, endpoint_slice
 from sidecar import publish, write
 from sidecar.config import load_settings
 from sidecar.health import HealthState
+from sidecar.heap import HeapTrimmer
 from sidecar.kinds import Source
 from sidecar.membership import Snapshot, slice_view
 from sidecar.metrics import Metrics
@@ -39,7 +40,11 @@ class Running:
     """A publisher writing into folder, its loop in a thread until stop()."""
 
     def __init__(
-        self, folder: Path, clock: Callable[[], float], previous: PreviousPage | None = None
+        self,
+        folder: Path,
+        clock: Callable[[], float],
+        previous: PreviousPage | None = None,
+        heap: HeapTrimmer | None = None,
     ) -> None:
         """Start the loop; nothing is written before the first snapshot (or a change to
         the previous page).
@@ -61,6 +66,7 @@ class Running:
             stop_event=self.stop_event,
             clock=clock,
             previous=previous,
+            heap=heap,
         )
         self.thread = threading.Thread(target=self.publisher.run, name="publish")
         self.thread.start()
@@ -269,3 +275,35 @@ def test_a_full_folder_gets_the_compact_page_with_every_address(
     )
     assert compact == 1
     assert running.health.ready
+
+
+def test_pages_of_at_least_the_threshold_are_followed_by_a_heap_trim(tmp_path: Path) -> None:
+    """After a write whose three pages reach the trimmer's threshold the heap is trimmed
+    once; after a smaller one it is not.
+    """
+    folder = tmp_path / "out"
+    folder.mkdir()
+    trims: list[int] = []
+    threshold = 40_000
+    running = Running(
+        folder,
+        time.monotonic,
+        heap=HeapTrimmer(from_bytes=threshold, trim=lambda: trims.append(1)),
+    )
+
+    def pages_size() -> int:
+        return sum(
+            (folder / name).stat().st_size for name in ("index.html", "index.json", "index.txt")
+        )
+
+    try:
+        running.submit("10.0.0.1")
+        wait_until(lambda: running.writes() == 1, timeout=5, what="the small write")
+        assert pages_size() < threshold
+        assert trims == []
+        running.submit(*(f"10.0.{n // 250}.{n % 250 + 1}" for n in range(400)))
+        wait_until(lambda: running.writes() == 2, timeout=5, what="the large write")
+        assert pages_size() >= threshold
+        wait_until(lambda: trims == [1], timeout=5, what="the trim after the large write")
+    finally:
+        running.stop()
