@@ -15,9 +15,9 @@ log = structlog.get_logger("sidecar.heap")
 # A render of 10,000 members builds and frees a few MB of strings (index.html alone is
 # ~1.5 MB). Once glibc has freed a block that large it raises its mmap threshold to match,
 # so the next renders take their blocks from the heap, whose freed pages it keeps: RSS after
-# 40 changes at 10,000 members was 60-64 MiB, 47-49 with a trim after each write, for
-# ~1.3 ms more per change (the next render touches fresh pages; measured, README). Smaller
-# pages (1,000 members: ~0.2 MB) are not worth that.
+# 40 changes at 10,000 members was 60-67 MiB, 46-49 with a trim after each write, for
+# 1.3-2.7 ms more per change of ~15-25 ms (the next render touches fresh pages; measured,
+# README). Smaller pages (1,000 members: ~0.2 MB) are not worth that.
 TRIM_FROM_BYTES = 1024 * 1024
 
 
