@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("sidecar.heap")
 
-# A render of 10,000 members builds and frees a few MB of strings (index.html alone is
-# ~1.5 MB). Once glibc has freed a block that large it raises its mmap threshold to match,
+# A render of 10,000 members builds and frees a few MB of strings (index.html and index.json
+# are ~1 MB each). Once glibc has freed a block that large it raises its mmap threshold to match,
 # so the next renders take their blocks from the heap, whose freed pages it keeps: RSS after
 # 40 changes at 10,000 members was 60-67 MiB, 46-49 with a trim after each write, for
 # 1.3-2.7 ms more per change of ~15-25 ms (the next render touches fresh pages; measured,
