@@ -153,13 +153,15 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     sysctls the kubelet changes written back (unless another run's node still holds them),
     its cgroups gone.
     """
-    before = {key: host.read_sysctl(key) for key in host.SYSCTLS}
     started = Node(tmp_path_factory.mktemp("node"))
     with started:
         yield started
     assert not [root for root in host.cgroup_roots(started.cgroup_root) if root.exists()]
     if not host.RECORD.exists():
-        assert {key: host.read_sysctl(key) for key in host.SYSCTLS} == before
+        # As recorded before any run's node: reading them here before this node started
+        # would have read another run's kubelet's values while its node was up.
+        assert started.sysctls_found
+        assert {key: host.read_sysctl(key) for key in host.SYSCTLS} == started.sysctls_found
 
 
 def apply(node: Node, overlay: Path) -> None:

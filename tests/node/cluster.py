@@ -78,6 +78,9 @@ class Node(Lifecycle):
         self.controlplane: ControlPlane | None = None
         self.image_refs: dict[str, str] = {}
         self._holding_sysctls = False
+        # The sysctls the kubelet changes, as the host had them before any run's node: what
+        # the last node out writes back (another run's node may be up when this one starts).
+        self.sysctls_found: dict[str, str] = {}
         self._registry_process: subprocess.Popen[bytes] | None = None
         self.timings: dict[str, float] = {}
 
@@ -147,7 +150,7 @@ class Node(Lifecycle):
         }
         self._timed("namespaces, registry, push", started)
         started = time.monotonic()
-        host.hold_sysctls()
+        self.sysctls_found = host.hold_sysctls()
         self._holding_sysctls = True
         host.make_cgroups(self.cgroup_root)
         api = self.forward(NODE_IP, API_PORT)
