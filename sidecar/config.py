@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 LogFormat = Literal["json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 
 # A Service name is a DNS-1035 label; anything else could change the label selector it is
 # pasted into ("web,tier=x" selects another set).
@@ -90,6 +92,9 @@ class Settings:
     log_format: LogFormat
     """``json`` for machines, ``console`` for people."""
 
+    log_level: LogLevel = "info"
+    """The least severe lines logged: ``info`` logs one line per change, ``debug`` each write."""
+
 
 @dataclasses.dataclass(frozen=True)
 class _Option:
@@ -111,6 +116,7 @@ _OPTIONS = (
         "PODLISTER_WATCH_TIMEOUT", "--watch-timeout", "max seconds a watch asks the server for"
     ),
     _Option("PODLISTER_LOG_FORMAT", "--log-format", "json or console"),
+    _Option("PODLISTER_LOG_LEVEL", "--log-level", "debug, info, warning or error"),
 )
 
 
@@ -197,6 +203,14 @@ def _log_format(value: str | None, *, stdout_is_tty: bool) -> LogFormat:
     raise ConfigError(msg)
 
 
+def _log_level(value: str) -> LogLevel:
+    for level in LOG_LEVELS:
+        if value == level:
+            return level
+    msg = f"PODLISTER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}"
+    raise ConfigError(msg)
+
+
 def load_settings(
     environ: Mapping[str, str],
     argv: Sequence[str] = (),
@@ -242,4 +256,5 @@ def load_settings(
         idle_timeout=_idle_timeout(values.get("PODLISTER_IDLE_TIMEOUT", "90")),
         watch_timeout=_watch_timeout(values.get("PODLISTER_WATCH_TIMEOUT", "600").strip()),
         log_format=_log_format(values.get("PODLISTER_LOG_FORMAT"), stdout_is_tty=stdout_is_tty),
+        log_level=_log_level(values.get("PODLISTER_LOG_LEVEL", "info").strip().lower()),
     )

@@ -8,6 +8,10 @@ no code can report a name that is not here.
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 class ErrorKind(enum.StrEnum):
@@ -28,6 +32,9 @@ class ErrorKind(enum.StrEnum):
     WRITE_COMPACT = "write_compact"  # the full pages did not fit: the compact page was written
     RENDER_COMPACT = "render_compact"  # the page was too large to render: compact page instead
     TEMPLATE = "template"  # a template from the ConfigMap was rejected
+    # 410 Gone: the resourceVersion is too old. Normal after etcd compaction: the loop
+    # relists at once; never counted in podlister_errors_total (see api/policy.py).
+    EXPIRED = "expired"
 
 
 class RestartReason(enum.StrEnum):
@@ -57,6 +64,6 @@ class Source(enum.StrEnum):
     ENDPOINTS = "endpoints"  # v1 Endpoints, only where discovery.k8s.io/v1 is not served
 
 
-def listed(names: type[enum.StrEnum]) -> str:
-    """The values of an enum as a comma-separated list, for help texts."""
+def listed(names: Iterable[enum.StrEnum]) -> str:
+    """The values as a comma-separated list, for help texts."""
     return ", ".join(member.value for member in names)

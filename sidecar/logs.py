@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
-    from sidecar.config import LogFormat
+    from sidecar.config import LogFormat, LogLevel
 
 
-def configure_logging(log_format: LogFormat) -> None:
-    """Event name plus key/values, ISO UTC timestamps; JSON for machines, colours for people."""
+def configure_logging(log_format: LogFormat, log_level: LogLevel) -> None:
+    """Event name plus key/values, ISO UTC timestamps; JSON for machines, colours for people.
+
+    Lines below log_level are dropped where they are made (a filtering bound logger).
+    """
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if log_format == "json"
@@ -27,7 +30,9 @@ def configure_logging(log_format: LogFormat) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[log_level.upper()]
+        ),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )

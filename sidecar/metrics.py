@@ -49,7 +49,7 @@ class Metrics:
         )
         self.errors = Counter(
             "podlister_errors",
-            f"Errors by kind ({listed(ErrorKind)}).",
+            f"Errors by kind ({listed(k for k in ErrorKind if k is not ErrorKind.EXPIRED)}).",
             ["kind"],
             registry=r,
         )

@@ -71,13 +71,14 @@ TEMP_ROOT = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Give this run a temporary root of its own (pytest's folders go below it).
+    """Mark tests by tier; give this run a temporary root of its own (pytest's folders below).
 
     pytest's default root, /tmp/pytest-of-<user>, is shared by every run of the same user,
     and each run that starts sets it back to 0700: the nginx workers (nobody) of a run in
     progress then lose their way to the pages and answer 403/503. An explicit
     $PYTEST_DEBUG_TEMPROOT or --basetemp is left as given.
     """
+    config.pluginmanager.register(TierMarkers(), "podlister-tiers")
     if config.option.basetemp or os.environ.get("PYTEST_DEBUG_TEMPROOT"):
         return
     root = Path(tempfile.mkdtemp(prefix="podlister-tests-"))
@@ -103,6 +104,24 @@ FAILED = pytest.StashKey[bool]()
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Note whether the run failed, for pytest_unconfigure."""
     session.config.stash[FAILED] = exitstatus != 0
+
+
+TIERS = ("unit", "integration", "system")
+
+
+class TierMarkers:
+    """Marks each test with its tier, the folder it is in, before ``-m`` selects by marks."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """unit, integration or system: the first folder under tests/."""
+        tests = Path(__file__).parent
+        for item in items:
+            tier = item.path.relative_to(tests).parts[0]
+            if tier not in TIERS:
+                msg = f"{item.nodeid}: a test file lives in tests/unit, integration or system"
+                raise pytest.UsageError(msg)
+            item.add_marker(tier)
 
 
 @pytest.hookimpl(trylast=True)

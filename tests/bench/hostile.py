@@ -42,10 +42,11 @@ HOSTILE_TEMPLATES = {
 # Run in a fresh interpreter per template, so RUSAGE_CHILDREN is that template's child alone.
 _MEASURE = """
 import json, resource, sys, time
-from sidecar.sandbox import IsolatedPageTemplate, TemplateError
+from sidecar.configmap.worker import IsolatedTemplate
+from sidecar.page.render import TemplateError
 started = time.monotonic()
 try:
-    IsolatedPageTemplate(sys.argv[1], "/etc/podlister/page/index.html.j2").compile().close()
+    IsolatedTemplate(sys.argv[1], "/etc/podlister/page/index.html.j2").compile().close()
     outcome = "accepted"
 except TemplateError as exc:
     outcome = exc.reason

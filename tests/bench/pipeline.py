@@ -1,10 +1,10 @@
 """The sidecar's own work per change, in-process: ``tox -e bench-pipeline``.
 
 One endpoint of slice 0 flips readiness; timed from the slice's JSON to the three files'
-bytes: parse the slice (with the views held, as the watch does), the membership over all
-slices, the page's history of 20 changes, and the render with the pieces kept from the
-last render. No HTTP and no disk: what is left when the network and the file system are
-taken away, so that a change to this path shows above the machine's noise. Median and p99
+bytes: parse the slice, the membership over all slices, the page's history of 20 changes,
+and the render with the pieces kept from the last render. No HTTP and no disk: what is left
+when the network and the file system are taken away, so that a change to this path shows
+above the machine's noise. Median and p99
 of n changes per size, CPU time of this thread and wall time.
 """
 
@@ -18,12 +18,11 @@ import time
 
 from bench.stats import percentile
 from kubestub import endpoint, endpoint_slice
-from sidecar.document import PageData
-from sidecar.fragments import Fragments
-from sidecar.history import Change
-from sidecar.membership import membership, slice_view
-from sidecar.render import render_files
-from sidecar.sandbox import packaged_template
+from sidecar.page.document import PageData
+from sidecar.page.fragments import JsonMembers
+from sidecar.page.history import Change
+from sidecar.page.membership import membership, slice_view
+from sidecar.page.render import PackagedPage, render_files
 
 
 def slices(total: int, flipped: int | None) -> list[dict[str, object]]:
@@ -60,8 +59,7 @@ def history(now: dt.datetime) -> tuple[Change, ...]:
 
 def measure(total: int, changes: int) -> tuple[list[float], list[float]]:
     """CPU and wall milliseconds of each change at total endpoints."""
-    template = packaged_template()
-    fragments = Fragments()
+    template, pieces = PackagedPage(), JsonMembers()
     views = {}
     for obj in slices(total, None):
         view = slice_view(json.loads(json.dumps(obj)))
@@ -74,7 +72,7 @@ def measure(total: int, changes: int) -> tuple[list[float], list[float]]:
         raw = variants[step % 2]
         started_cpu, started = time.thread_time(), time.perf_counter()
         obj = json.loads(raw)
-        view = slice_view(obj, views)
+        view = slice_view(obj)
         views[view.name] = view
         data = PageData(
             service="web",
@@ -85,7 +83,7 @@ def measure(total: int, changes: int) -> tuple[list[float], list[float]]:
             pod_ip="10.0.0.1",
             changes=past,
         )
-        render_files(data, template, fragments)
+        render_files(data, template, pieces)
         if step >= 5:  # the first renders fill the caches
             cpu.append((time.thread_time() - started_cpu) * 1000)
             wall.append((time.perf_counter() - started) * 1000)

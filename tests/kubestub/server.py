@@ -51,6 +51,7 @@ class Request:
     params: dict[str, str]
     at: float
     client_port: int  # the client's end of the connection: equal ports, one kept-alive connection
+    user_agent: str = ""
 
 
 def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -427,7 +428,15 @@ class _Handler(BaseHTTPRequestHandler):
         verb = "watch" if params.get("watch") in {"true", "1"} else "list"
         with self.api._lock:
             self.api.requests.append(
-                Request("GET", resource, verb, params, time.monotonic(), self.client_address[1])
+                Request(
+                    "GET",
+                    resource,
+                    verb,
+                    params,
+                    time.monotonic(),
+                    self.client_address[1],
+                    self.headers.get("User-Agent", ""),
+                )
             )
         refused = self.api._check(verb, resource, namespace, self.headers.get("Authorization", ""))
         if refused is not None:

@@ -1,6 +1,6 @@
 """The real watch loop in-process: a scripted list/watch source, a stop event that does not
-sleep, and a fake clock, so a test drives ``EndpointWatcher`` through any sequence of
-lists, watch lines and failures in milliseconds.
+sleep, and a fake clock, so a test drives ``Reflector`` through any sequence of lists,
+watch lines and failures in milliseconds.
 """
 
 from __future__ import annotations
@@ -10,18 +10,19 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any
 
+from sidecar.api.errors import ApiError, from_transport
+from sidecar.api.policy import Streak
+from sidecar.api.reflector import Reflector
 from sidecar.backoff import Backoff
-from sidecar.failures import FailureTracker
-from sidecar.health import HealthState
-from sidecar.kinds import Source
-from sidecar.membership import SliceView, Snapshot, parse_as
+from sidecar.health.state import HealthState
+from sidecar.kinds import ErrorKind, Source
 from sidecar.metrics import Metrics
-from sidecar.watch import EndpointWatcher
+from sidecar.page.membership import SliceView, Snapshot, parse_as
 from support.clock import FakeClock
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 
 class RecordingStop(threading.Event):
@@ -38,6 +39,11 @@ class RecordingStop(threading.Event):
         return self.is_set()
 
 
+def as_api_error(exc: BaseException) -> ApiError:
+    """What the real source raises for exc: ApiErrors as they are, transport errors typed."""
+    return exc if isinstance(exc, ApiError) else from_transport(exc)
+
+
 class ScriptedSource:
     """Answers each list and watch with the next step of a script; stops the loop when the
     script is used up. A step is an exception to raise, a (objects, resourceVersion) pair for
@@ -49,34 +55,52 @@ class ScriptedSource:
         self._steps, self._stop, self._clock = list(steps), stop, clock
         self.calls: list[tuple[str, Source, str | None]] = []
         self.watch_seconds = 1.0  # how long each watch lasts on the fake clock
+        self.reloads = 0
 
     def _next(self) -> Any:
-        """The next step (an exception step is raised, and recorded as a call too)."""
+        """The next step (an exception step is recorded as a call too, and returned)."""
         if not self._steps:
             self._stop.set()
-            raise OSError("script used up")
+            return ApiError(ErrorKind.CONNECTION, "script used up")
         step = self._steps.pop(0)
         if isinstance(step, BaseException):
             self.calls.append(("raised", Source.ENDPOINT_SLICES, type(step).__name__))
-            raise step
         return step
 
-    def list(self, api: Source, stopping: Callable[[], bool]) -> tuple[list[SliceView], str]:
-        """The next step: a list's objects and resourceVersion."""
-        assert not stopping()
+    def list(self, api: Source) -> Iterator[tuple[list[SliceView], str]]:
+        """The next step: a list's objects and resourceVersion, as one page."""
         step = self._next()
+        if isinstance(step, BaseException):
+            raise as_api_error(step)
         self.calls.append(("list", api, None))
         objects, version = step
-        return [parse_as(api)(obj) for obj in objects], version
+        yield [parse_as(api)(obj) for obj in objects], version
 
     @contextlib.contextmanager
     def watch(self, api: Source, resource_version: str | None, timeout: int) -> Iterator[Any]:
-        """The next step: the watch's lines; the clock moves watch_seconds past its start."""
+        """The next step: the watch's lines; the clock moves watch_seconds past its start.
+
+        An ApiError step is the answer to the request (an HTTP status); any other exception
+        (a reset, a read timeout) comes from the stream, after the watch was accepted.
+        """
         assert timeout > 0
-        lines = self._next()
+        step = self._next()
+        if isinstance(step, ApiError):
+            raise step
         self.calls.append(("watch", api, resource_version))
         self._clock.now += self.watch_seconds
-        yield (json.dumps(line).encode() if isinstance(line, dict) else line for line in lines)
+        yield self._stream(step)
+
+    @staticmethod
+    def _stream(step: Any) -> Iterator[bytes]:
+        if isinstance(step, BaseException):
+            raise as_api_error(step)
+        for line in step:
+            yield json.dumps(line).encode() if isinstance(line, dict) else line
+
+    def reload_credentials(self) -> None:
+        """Counted: the loop reads the credentials again after a 401."""
+        self.reloads += 1
 
     def interrupt(self) -> None:
         """Nothing blocks here."""
@@ -93,28 +117,35 @@ class Run:
         self.metrics = Metrics()
         self.snapshots: list[Snapshot] = []
         self.stale: list[dt.datetime | None] = []
-        self.unauthorized = 0
-        self.watcher = EndpointWatcher(
+        self.watcher = Reflector(
             source=self.source,
-            failures=FailureTracker(
+            sink=self,
+            streak=Streak(
                 metrics=self.metrics,
                 backoff=Backoff(),
                 host="https://api.test",
                 namespace="default",
-                on_stale=self.stale.append,
-                on_unauthorized=self._unauthorized,
             ),
             watch_timeout=60,
-            idle_timeout=30,
-            on_change=self.snapshots.append,
             health=HealthState(stuck_after=60, metrics=self.metrics, clock=self.clock),
             metrics=self.metrics,
             stop_event=self.stop,
             clock=self.clock,
         )
 
-    def _unauthorized(self) -> None:
-        self.unauthorized += 1
+    @property
+    def unauthorized(self) -> int:
+        """How often the loop read the credentials again."""
+        return self.source.reloads
+
+    def submit(self, snapshot: Snapshot) -> None:
+        """Recorded (the loop's sink)."""
+        self.snapshots.append(snapshot)
+
+    def set_stale(self, since: dt.datetime | None) -> None:
+        """Recorded when it changes, as the publisher takes it (the loop's sink)."""
+        if (self.stale[-1] if self.stale else None) != since:
+            self.stale.append(since)
 
     def go(self) -> Run:
         """Run until the script is used up (the loop then sees its stop event)."""

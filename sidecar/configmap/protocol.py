@@ -1,0 +1,85 @@
+"""What the sidecar and its template child say to each other: JSON frames over pipes.
+
+A frame is a 4-byte length and a JSON object. The parent asks ``compile`` (a template's
+source) or ``render`` (the page's data); the child answers ``ok``, ``html``, or ``error``
+(file, line, reason).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import struct
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from sidecar.page.document import PageData
+from sidecar.page.member import Member
+from sidecar.page.membership import Membership
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+_HEADER = struct.Struct(">I")
+MAX_FRAME = 64 * 1024 * 1024  # a request of a 10,000-member page is a few MB
+
+
+def write_frame(stream: BinaryIO, obj: dict[str, Any]) -> None:
+    """Send one object."""
+    data = json.dumps(obj, ensure_ascii=False).encode()
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def read_frame(stream: BinaryIO) -> dict[str, Any]:
+    """Receive one object; EOFError at the end, ValueError for a frame that is not one."""
+    (size,) = _HEADER.unpack(_read_exactly(stream, _HEADER.size))
+    if size > MAX_FRAME:
+        msg = f"frame of {size} bytes"
+        raise ValueError(msg)
+    answer = json.loads(_read_exactly(stream, size))
+    if not isinstance(answer, dict):
+        msg = "frame is not a JSON object"
+        raise ValueError(msg)  # noqa: TRY004 - bad input, caught with the other ValueErrors
+    return answer
+
+
+def _rows(members: Iterable[Member]) -> list[list[str]]:
+    return [list(member) for member in members]
+
+
+def render_request(data: PageData, fields: dict[str, Any]) -> dict[str, Any]:
+    """What the child needs to build the template's variables: JSON-ready."""
+    return {
+        "op": "render",
+        "fields": fields,
+        "pod_ip": data.pod_ip,
+        "members": _rows(data.membership.ready),
+        "terminating": _rows(data.membership.terminating),
+        "not_ready": _rows(data.membership.not_ready),
+    }
+
+
+def page_data(request: dict[str, Any]) -> PageData:
+    """The page's data, as render_request sent it (the fields are index.json's scalars)."""
+    fields = request["fields"]
+    return PageData(
+        service=fields["service"],
+        namespace=fields["namespace"],
+        membership=Membership(
+            ready=tuple(Member(*row) for row in request["members"]),
+            terminating=tuple(Member(*row) for row in request["terminating"]),
+            not_ready=tuple(Member(*row) for row in request["not_ready"]),
+        ),
+        generated_at=dt.datetime.now(dt.UTC),
+        pod_ip=request["pod_ip"],
+    )

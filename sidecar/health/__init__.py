@@ -1,0 +1,1 @@
+"""What the probes report, and the server that answers them."""

@@ -1,0 +1,1 @@
+"""The page side: slices to membership, membership to documents, documents to files."""

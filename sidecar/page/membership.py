@@ -1,0 +1,232 @@
+"""Pure logic: EndpointSlices (or v1 Endpoints) in, the membership of a Service out.
+
+Every field of an API object is treated as untrusted: addresses are validated with
+``ipaddress`` and names are only ever passed on as text (the renderer escapes them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
+from typing import Any
+
+from sidecar.kinds import Source
+from sidecar.page.member import Member
+
+# Sort key of an address: IPv4 (family 4) before IPv6, numeric order within a family.
+SortKey = tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One address of one endpoint of a slice, parsed once when the slice arrives."""
+
+    member: Member
+    sort_key: SortKey
+    ready: bool
+    terminating: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SliceView:
+    """The part of one EndpointSlice (or one v1 Endpoints object) that membership needs."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    invalid_addresses: tuple[str, ...] = ()
+    malformed: tuple[str, ...] = ()
+    """What else was wrong (conditions that are not booleans, names cut): logged, not fatal."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Membership:
+    """Who is behind the Service: each list sorted, each address in exactly one list."""
+
+    ready: tuple[Member, ...] = ()
+    terminating: tuple[Member, ...] = ()
+    not_ready: tuple[Member, ...] = ()
+    addresses: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    """The ready addresses, the list the page is about (computed once: it is read often)."""
+
+    def __post_init__(self) -> None:
+        """Derive the addresses from the ready members."""
+        object.__setattr__(self, "addresses", tuple(member.address for member in self.ready))
+
+
+# Longest name the API allows (DNS-1123 subdomain: pod and node names); zones are label values.
+MAX_NAME = 253
+
+
+def _sort_key(address: str, family: int | None = None) -> tuple[str, SortKey] | None:
+    """Normalise an address and give its sort key; None when the API would not accept it.
+
+    As the API validates an endpoint's IP: of the slice's family, no IPv6 scope id (``%eth0``,
+    which ``ipaddress`` takes), and not unspecified, multicast or link-local. Loopback, which
+    the API refuses too, is accepted: the local cluster of the tests runs its pods there.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return None
+    if family is not None and ip.version != family:
+        return None
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local:
+        return None
+    return str(ip), (ip.version, int(ip))
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _name(value: object, field: str, malformed: list[str]) -> str:
+    """A name as text, cut at MAX_NAME (the API allows no longer) with a note of it."""
+    text = _text(value)
+    if len(text) > MAX_NAME:
+        malformed.append(f"{field} of {len(text)} characters cut to {MAX_NAME}")
+        return text[:MAX_NAME]
+    return text
+
+
+def _condition(conditions: Mapping[str, Any], name: str, malformed: list[str]) -> bool | None:
+    """A condition as the API defines it: true, false, or absent/null (None)."""
+    value = conditions.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    malformed.append(f"conditions.{name} is not a boolean: {str(value)[:32]!r}")
+    return False
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sequence(value: object) -> list[Any]:
+    # ``endpoints`` and ``addresses`` may be null or absent in real objects.
+    return value if isinstance(value, list) else []
+
+
+def _pod_name(target_ref: object, malformed: list[str]) -> str:
+    ref = _mapping(target_ref)
+    return _name(ref.get("name"), "pod name", malformed) if ref.get("kind") == "Pod" else ""
+
+
+_FAMILIES = {"IPv4": 4, "IPv6": 6}
+
+
+def slice_view(obj: Mapping[str, Any]) -> SliceView:
+    """Parse a discovery.k8s.io/v1 EndpointSlice; FQDN slices hold no addresses we list."""
+    name = _text(_mapping(obj.get("metadata")).get("name"))
+    family = _FAMILIES.get(_text(obj.get("addressType")))
+    if family is None:
+        return SliceView(name=name, endpoints=())
+    endpoints: list[Endpoint] = []
+    invalid: list[str] = []
+    malformed: list[str] = []
+    for raw in _sequence(obj.get("endpoints")):
+        endpoint = _mapping(raw)
+        conditions = _mapping(endpoint.get("conditions"))
+        # An absent or null ``ready`` means ready (API contract for EndpointConditions);
+        # anything but a boolean is malformed, and not taken for ready.
+        ready = _condition(conditions, "ready", malformed) is not False
+        terminating = _condition(conditions, "terminating", malformed) is True
+        pod = _pod_name(endpoint.get("targetRef"), malformed) or _name(
+            endpoint.get("hostname"), "hostname", malformed
+        )
+        node = _name(endpoint.get("nodeName"), "nodeName", malformed)
+        # Set by the EndpointSlice controller from the node's topology.kubernetes.io/zone.
+        zone = _name(endpoint.get("zone"), "zone", malformed)
+        for address in _sequence(endpoint.get("addresses")):
+            parsed = _sort_key(address, family) if isinstance(address, str) else None
+            if parsed is None:
+                invalid.append(str(address)[:64])
+                continue
+            text, key = parsed
+            member = Member(address=text, pod=pod, node=node, zone=zone)
+            endpoints.append(Endpoint(member, key, ready=ready, terminating=terminating))
+    return SliceView(
+        name=name,
+        endpoints=tuple(endpoints),
+        invalid_addresses=tuple(invalid),
+        malformed=tuple(malformed),
+    )
+
+
+def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
+    """Parse a v1 Endpoints object, the fallback where the EndpointSlice API is absent."""
+    name = _text(_mapping(obj.get("metadata")).get("name"))
+    endpoints: list[Endpoint] = []
+    invalid: list[str] = []
+    malformed: list[str] = []
+    for raw_subset in _sequence(obj.get("subsets")):
+        subset = _mapping(raw_subset)
+        for field, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for raw in _sequence(subset.get(field)):
+                address = _mapping(raw)
+                ip = address.get("ip")
+                parsed = _sort_key(ip) if isinstance(ip, str) else None
+                if parsed is None:
+                    invalid.append(str(ip)[:64])
+                    continue
+                text, key = parsed
+                pod = _pod_name(address.get("targetRef"), malformed) or _name(
+                    address.get("hostname"), "hostname", malformed
+                )
+                node = _name(address.get("nodeName"), "nodeName", malformed)
+                member = Member(address=text, pod=pod, node=node)
+                endpoints.append(Endpoint(member, key, ready=ready, terminating=False))
+    return SliceView(
+        name=name,
+        endpoints=tuple(endpoints),
+        invalid_addresses=tuple(invalid),
+        malformed=tuple(malformed),
+    )
+
+
+# Lower rank wins when one address shows up in several slices (it does while it moves).
+_READY, _TERMINATING, _NOT_READY = 0, 1, 2
+# Sorts (sort key, member) pairs by the key alone (keys are unique: one per address); an
+# itemgetter is called from C, a lambda is a Python call per member.
+_BY_KEY = itemgetter(0)
+
+
+def membership(views: Iterable[SliceView]) -> Membership:
+    """Union all slices of a Service: each address once, in its best state, sorted."""
+    best: dict[str, tuple[int, SortKey, Member]] = {}
+    for view in views:
+        for endpoint in view.endpoints:
+            if endpoint.ready:
+                rank = _READY
+            elif endpoint.terminating:
+                rank = _TERMINATING
+            else:
+                rank = _NOT_READY
+            address = endpoint.member.address
+            seen = best.get(address)
+            if seen is None or rank < seen[0]:
+                best[address] = (rank, endpoint.sort_key, endpoint.member)
+    groups: tuple[list[tuple[SortKey, Member]], ...] = ([], [], [])
+    for rank, key, member in best.values():
+        groups[rank].append((key, member))
+    ready, terminating, not_ready = (
+        tuple(member for _, member in sorted(group, key=_BY_KEY)) for group in groups
+    )
+    return Membership(ready=ready, terminating=terminating, not_ready=not_ready)
+
+
+def parse_as(api: Source) -> Callable[[Mapping[str, Any]], SliceView]:
+    """How an object of api becomes a SliceView: an EndpointSlice, or a v1 Endpoints."""
+    return slice_view if api is Source.ENDPOINT_SLICES else endpoints_view
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole known state after a change, handed from the watch to the publisher."""
+
+    views: tuple[SliceView, ...]
+    source: Source
+    received_at: float  # time.monotonic() when the change arrived

@@ -1,0 +1,284 @@
+"""Turns the newest state into pages on disk, in one thread: coalesced, retried, never lost.
+
+The watch hands it snapshots and whether the API is reachable, the template watcher new
+templates; it writes whenever there is news, at most every MIN_WRITE_INTERVAL in a burst, and
+retries a failed write with a backoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from sidecar.backoff import Backoff
+from sidecar.kinds import ErrorKind
+from sidecar.page.document import PageData
+from sidecar.page.history import History
+from sidecar.page.membership import Membership, membership
+from sidecar.page.render import TemplateError
+from sidecar.page.write import WriteError
+from sidecar.page.writer import PageWriter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sidecar.config import Settings
+    from sidecar.health.state import HealthState
+    from sidecar.kinds import Source
+    from sidecar.metrics import Metrics
+    from sidecar.page.history import Change
+    from sidecar.page.membership import Snapshot
+    from sidecar.page.previous import PreviousPage
+    from sidecar.page.render import PackagedPage, PageTemplate
+
+log = structlog.get_logger("sidecar.publish")
+
+# An isolated change is written at once; in a burst, writes are at least this far apart,
+# so a scale-up of 50 pods gives ~10 writes a second and no change waits more than ~100 ms.
+MIN_WRITE_INTERVAL = 0.1
+# Failed writes (full or read-only folder) are retried this often at most: the page must
+# come back within seconds of space returning, and a retry costs one small write attempt.
+WRITE_BACKOFF_CAP = 4.0
+WORKER = "publish"
+
+
+class Publisher:
+    """Owns the pages and the template they render with; ``run()`` in its own thread."""
+
+    def __init__(  # noqa: PLR0913 - keyword-only wiring of collaborators
+        self,
+        *,
+        settings: Settings,
+        packaged: PackagedPage,
+        health: HealthState,
+        metrics: Metrics,
+        stop_event: threading.Event,
+        template: PageTemplate | None = None,
+        previous: PreviousPage | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Wire the publisher; nothing is written before there is news.
+
+        ``template``: a template of the user's own (default: the packaged page, which also
+        renders when that one fails); ``previous``: an earlier run's page, served until the
+        first list, and where the history goes on.
+        """
+        self._settings = settings
+        self._health, self._metrics = health, metrics
+        self._stop, self._clock = stop_event, clock
+        self._wake = threading.Condition()
+        self._snapshot: Snapshot | None = None
+        self._stale_since: dt.datetime | None = None
+        # A template handed over by the template watcher, not yet in use.
+        self._next_template: PageTemplate | None = None
+        self._dirty = False
+        self._not_before = 0.0
+        self._backoff = Backoff(cap=WRITE_BACKOFF_CAP)
+        self._published: tuple[object, ...] | None = None
+        self._previous = previous
+        self._history = (
+            History(previous.membership.addresses, previous.changes) if previous else History()
+        )
+        self._packaged = packaged
+        # Only this thread renders: the template in use, and the one to go back to when it
+        # fails (the latest of the user's that rendered real data, else the packaged page).
+        self._template: PageTemplate = template or packaged
+        self._last_good: PageTemplate = packaged
+        self._writer = PageWriter(settings.output_dir, packaged=packaged, metrics=metrics)
+
+    def submit(self, snapshot: Snapshot) -> None:
+        """Take the newest state (from the watch thread); older pending state is dropped."""
+        with self._wake:
+            self._snapshot = snapshot
+            self._dirty = True
+            self._wake.notify()
+
+    def set_stale(self, since: dt.datetime | None) -> None:
+        """The API is unreachable since then (None: reachable again); the page says so."""
+        with self._wake:
+            if since == self._stale_since:
+                return
+            self._stale_since = since
+            self._dirty = self._has_page()
+            self._wake.notify()
+
+    def set_template(self, template: PageTemplate | None) -> None:
+        """Render with a new, validated template (None: the packaged page) from the next page."""
+        with self._wake:
+            unused, self._next_template = self._next_template, template or self._packaged
+            self._dirty = self._has_page()
+            self._wake.notify()
+        if unused is not None and unused is not self._packaged:
+            unused.close()  # replaced before it was used
+
+    def stop(self) -> None:
+        """Wake the loop so it sees the stop event."""
+        with self._wake:
+            self._wake.notify()
+
+    def run(self) -> None:
+        """Write pages whenever there is news, at most every MIN_WRITE_INTERVAL, until stopped."""
+        while True:
+            with self._wake:
+                while not self._stop.is_set():
+                    delay = self._not_before - self._clock()
+                    if self._dirty and delay <= 0:
+                        break
+                    if self._dirty:
+                        self._health.beat(WORKER)
+                        self._wake.wait(delay)
+                    else:
+                        # Nothing to do for as long as nothing happens: not a stuck worker.
+                        self._health.waiting(WORKER)
+                        self._wake.wait()
+                if self._stop.is_set():
+                    return
+                self._health.beat(WORKER)
+                snapshot, stale, handed = self._snapshot, self._stale_since, self._next_template
+                self._next_template = None
+                self._dirty = False
+            if handed is not None:
+                self._use(handed)
+            self._publish(snapshot, stale)
+
+    def _has_page(self) -> bool:
+        return self._snapshot is not None or self._previous is not None
+
+    def _publish(self, snapshot: Snapshot | None, stale: dt.datetime | None) -> None:
+        if snapshot is not None:
+            current, source, received_at = (
+                membership(snapshot.views),
+                snapshot.source,
+                snapshot.received_at,
+            )
+        elif self._previous is not None:
+            current, source = self._previous.membership, self._previous.source
+            received_at = self._clock()
+        else:
+            return
+        state = (current, self._template, source, stale)
+        if state == self._published:
+            return
+        if snapshot is not None:
+            change = self._history.note(current.addresses, dt.datetime.now(dt.UTC))
+            if change is not None:
+                _log_change(change, current)
+        written = self._write(self._page_data(current, source, stale))
+        if written is not None:
+            self._written(current, (current, self._template, source, stale), received_at, written)
+
+    def _write(self, data: PageData) -> list[str] | None:
+        """Write data with the template in use, or the one that replaces it if it fails."""
+        while True:
+            template = self._template
+            try:
+                written = self._writer.write(data, template)
+            except TemplateError as exc:
+                if template is self._packaged:  # even the compact packaged page failed: a bug
+                    log.error("render_failed", **exc.fields())
+                    return None
+                self._reject(template, exc)
+                continue
+            except WriteError as exc:
+                self._write_failed(exc)
+                return None
+            if template is not self._packaged:
+                self._keep_as_last_good(template)
+            return written
+
+    def _page_data(
+        self, current: Membership, source: Source, stale: dt.datetime | None
+    ) -> PageData:
+        return PageData(
+            service=self._settings.service,
+            namespace=self._settings.namespace,
+            membership=current,
+            generated_at=dt.datetime.now(dt.UTC),
+            pod_name=self._settings.pod_name,
+            pod_ip=self._settings.pod_ip,
+            source=source,
+            changes=self._history.entries,
+            stale_since=stale,
+        )
+
+    def _use(self, template: PageTemplate) -> None:
+        """Render with template from now on; the one replaced is closed unless kept."""
+        old, self._template = self._template, template
+        if old is not self._last_good and old is not self._packaged:
+            old.close()
+
+    def _keep_as_last_good(self, template: PageTemplate) -> None:
+        """Template rendered real data: it is the one to go back to from now on."""
+        old, self._last_good = self._last_good, template
+        if old is not template and old is not self._packaged:
+            old.close()
+
+    def _reject(self, template: PageTemplate, exc: TemplateError) -> None:
+        """A template that fails on real data is rejected like one that does not compile."""
+        template.close()
+        if self._last_good is template:
+            self._last_good = self._packaged
+        self._template = self._last_good
+        self._metrics.errors.labels(ErrorKind.TEMPLATE).inc()
+        log.error("template_rejected", **exc.fields(), keeping=self._template.origin)
+
+    def _written(
+        self,
+        current: Membership,
+        state: tuple[object, ...],
+        received_at: float,
+        written: list[str],
+    ) -> None:
+        now = self._clock()
+        self._not_before = now + MIN_WRITE_INTERVAL
+        self._published = state
+        self._backoff.reset()
+        self._health.write_succeeded()
+        latency = now - received_at
+        self._metrics.writes.inc()
+        self._metrics.last_write.set(time.time())
+        self._metrics.event_to_write.observe(latency)
+        for name, members in (
+            ("ready", current.ready),
+            ("terminating", current.terminating),
+            ("not_ready", current.not_ready),
+        ):
+            self._metrics.endpoints.labels(name).set(len(members))
+        log.debug(
+            "write",
+            addresses=len(current.ready),
+            files=written,
+            latency_ms=round(latency * 1000, 2),
+        )
+
+    def _write_failed(self, exc: WriteError) -> None:
+        delay = self._backoff.failure()
+        self._not_before = self._clock() + delay
+        with self._wake:
+            self._dirty = True
+        self._health.write_failed()
+        self._metrics.errors.labels(ErrorKind.WRITE).inc()
+        log.error(
+            "write_failed",
+            path=str(exc.path),
+            errno=exc.cause.errno,
+            reason=exc.cause.strerror,
+            retry_in=round(delay, 2),
+        )
+
+
+def _log_change(change: Change, current: Membership) -> None:
+    """The ready set changed: the one info line of a change, with who came and went."""
+    log.info(
+        "membership_changed",
+        added=change.added,
+        added_count=change.added_count,
+        removed=change.removed,
+        removed_count=change.removed_count,
+        ready=len(current.ready),
+        terminating=len(current.terminating),
+    )

@@ -1,0 +1,127 @@
+"""A page set on disk: rendered, written atomically with distinct ETags, compact if it must.
+
+A page is always written, whatever the data: a page too large to render, or one the folder
+cannot hold beside its old version (a ``sizeLimit`` set for fewer pods), is written as the
+packaged compact page (every address, no names, no history), so the pod stays in the Service
+with a complete list.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from sidecar.kinds import ErrorKind
+from sidecar.page.document import JSON_FILE, PageData
+from sidecar.page.etag import DistinctVersions
+from sidecar.page.fragments import JsonMembers
+from sidecar.page.render import TemplateError, page_assets, render_files
+from sidecar.page.write import WriteError, write_atomic, write_files
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from sidecar.metrics import Metrics
+    from sidecar.page.render import PackagedPage, PageTemplate
+
+log = structlog.get_logger("sidecar.publish")
+
+# The folder is full (or at its quota): a smaller page may still fit.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# The file the live page polls with If-None-Match: each version needs its own ETag.
+POLLED = JSON_FILE
+# A render of 10,000 members builds and frees a few MB of strings (index.html and index.json
+# are ~1 MB each). glibc then raises its mmap threshold and keeps the freed heap pages: in a
+# pod (in-cluster) RSS after 40 changes at 10,000 members was 60.6 MiB, 46.3 MiB with a trim
+# after each such page, against the container's 160 Mi, for ~2.6 ms more per change of ~25
+# (measured: docs/benchmarks.md). Smaller pages (1,000 members: ~0.2 MB) are not worth it.
+TRIM_FROM_BYTES = 1024 * 1024
+
+
+class PageWriter:
+    """Writes page sets and the packaged page's assets into the output folder."""
+
+    def __init__(self, folder: Path, *, packaged: PackagedPage, metrics: Metrics) -> None:
+        """Note the ETag of a page an earlier run left, so that the next one differs from it."""
+        self._folder, self._packaged, self._metrics = folder, packaged, metrics
+        self._assets = page_assets()
+        self._versions = DistinctVersions()
+        self._pieces = JsonMembers()
+        try:
+            left = (folder / POLLED).stat()
+        except OSError:
+            pass  # no earlier page, or a folder the first write will report on
+        else:
+            self._versions.seen(int(left.st_mtime), left.st_size)
+
+    def write(self, data: PageData, template: PageTemplate) -> list[str]:
+        """Write the page set; the names of the files that changed.
+
+        TemplateError when a template of the user's own fails on the data (the caller picks
+        another); WriteError when the folder refuses it for any reason but space.
+        """
+        # Every time, not once: someone may have emptied or re-created the folder.
+        for name, content in self._assets.items():
+            write_atomic(self._folder / name, content)
+        try:
+            files = render_files(data, template, self._pieces)
+        except TemplateError as exc:
+            if template is not self._packaged:
+                raise
+            self._metrics.errors.labels(ErrorKind.RENDER_COMPACT).inc()
+            log.error("render_compact", **exc.fields(), addresses=len(data.membership.ready))
+            return self._write_compact(data)
+        try:
+            written = self._write_pages(files)
+        except WriteError as exc:
+            if exc.cause.errno not in _NO_SPACE:
+                raise
+            self._metrics.errors.labels(ErrorKind.WRITE_COMPACT).inc()
+            log.warning(
+                "write_compact",
+                reason="the full page does not fit in the output folder",
+                path=str(exc.path),
+                addresses=len(data.membership.ready),
+            )
+            return self._write_compact(data)
+        if sum(map(len, files.values())) >= TRIM_FROM_BYTES:
+            del files  # the rendered bytes are garbage now
+            _trim_heap()
+        return written
+
+    def _write_compact(self, data: PageData) -> list[str]:
+        return self._write_pages(render_files(data.compacted(), self._packaged, self._pieces))
+
+    def _write_pages(self, files: dict[str, bytes]) -> list[str]:
+        # One modification time for all three, chosen here so the second that keeps
+        # index.json's ETag distinct is the second nginx will put in it.
+        now_ns = time.time_ns()
+        files[POLLED] = self._versions.distinct(files[POLLED], now_ns // 1_000_000_000)
+        return write_files(self._folder, files, mtime_ns=now_ns)
+
+
+def _trim_heap() -> None:
+    trim = _malloc_trim()
+    if trim is not None:
+        trim()
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[], object] | None:
+    """The C library's ``malloc_trim(0)`` (glibc), or None where it has none (musl, macOS)."""
+    # Here, not at the top: only large pages need ctypes, and it would add to every start.
+    import ctypes  # noqa: PLC0415
+
+    try:
+        function = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        log.info("heap_trim_unavailable", reason="the C library has no malloc_trim")
+        return None
+    function.argtypes = (ctypes.c_size_t,)
+    function.restype = ctypes.c_int
+    return functools.partial(function, 0)

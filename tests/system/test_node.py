@@ -1,0 +1,658 @@
+"""The shipped overlays on a real node: a kubelet runs our pod spec in containerd, kube-proxy
+routes the Service, the HPA reads metrics-server, and every page follows the pods.
+
+One node serves the module (``tests/node``); each test applies a shipped overlay through the
+image-only overlay (``node/overlay.py``) with ``kubectl``, as a user on the node types it,
+and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from controlplane.build import build
+from node import host
+from node.cluster import NODE_IP, Node
+from node.overlay import image_overlay
+from node.pods import NAMESPACE, cluster_ip, pods, ready_ips
+from node.traffic import PacedClient, PodWatcher
+from support.browser import READY_ROWS, launch, page_probes
+from support.polling import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
+
+NODE_PORT = 30080
+# Measured figures, shown with -o log_cli=true --log-cli-level=INFO (and on a failure).
+figures = logging.getLogger("podlister.node")
+
+
+README_NODE = ".venv/bin/tox -e node -- --keep"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_tox_e_node_keeps_a_node_until_sigterm(tmp_path: Path) -> None:
+    """The README's `.venv/bin/tox -e node -- --keep` brings a node up with the local
+    overlay, prints a loopback URL that serves the page and a kubeconfig that works from the
+    host, and on SIGTERM takes every process down, its cgroups too, and removes its folder.
+    It comes first in the module, before the module's own node is up.
+    """
+    assert README_NODE in (REPO / "README.md").read_text(encoding="utf-8")
+    log = tmp_path / "node.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            README_NODE.split(),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+
+        def said(pattern: str) -> re.Match[str]:
+            def found() -> list[re.Match[str]]:
+                text = log.read_text(errors="replace")
+                if process.poll() is not None:
+                    raise AssertionError(f"tox -e node ended early:\n{text[-3000:]}")
+                match = re.search(pattern, text, re.MULTILINE)
+                return [match] if match else []
+
+            return wait_until(found, timeout=600, interval=0.2, what=pattern)[0]
+
+        said(r"^running \(Ctrl-C")
+        url = said(r"^curl (http://127\.0\.0\.1:\d+/)").group(1)
+        kubeconfig = said(r"^KUBECONFIG=(\S+) kubectl").group(1)
+        root = Path(said(r"^node folder (\S+)").group(1))
+        init = int(said(r"^a shell inside: nsenter --target=(\d+)").group(1))
+
+        def two_listed() -> bool:
+            # Rolled out means 2 available; the pages follow the EndpointSlice a moment later.
+            with urllib.request.urlopen(url + "index.txt", timeout=5) as answer:  # noqa: S310
+                return len(answer.read().split()) == 2
+
+        wait_until(two_listed, timeout=5, interval=0.1, what="the page listing 2 pods")
+        shown = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "get", "pods", "-A"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert shown.stdout.count("Running") == 2, shown.stdout + shown.stderr
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        # tox returns once it has passed the signal on; the node's own stop goes on.
+        wait_until(
+            lambda: not root.exists() and not Path(f"/proc/{init}").exists(),
+            timeout=120,
+            interval=0.2,
+            what="the node's processes gone and its folder removed",
+        )
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def test_a_node_whose_owner_is_killed_goes_with_it(tmp_path: Path) -> None:
+    """SIGKILL to the process that made a node's namespaces (a test run killed half-way):
+    the namespaces' init dies too, and with it every process the node had.
+    """
+    pause = build() / "pause"
+    script = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from pathlib import Path; from node.namespace import Namespaces;"
+        "spaces = Namespaces(Path(sys.argv[2]), Path(sys.argv[3])).start();"
+        "print(spaces.init_pid, flush=True); time.sleep(120)"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script, str(REPO / "tests"), str(pause), str(tmp_path / "log")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        init = int(owner.stdout.readline())
+        assert Path(f"/proc/{init}").exists()
+        owner.kill()
+        owner.wait(timeout=10)
+        wait_until(
+            lambda: not Path(f"/proc/{init}").exists(),
+            timeout=10,
+            interval=0.05,
+            what="the node's init gone with its owner",
+        )
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(timeout=10)
+        assert owner.stdout is not None
+        owner.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """One real node for the module, taken down at its end, the host as it was found: the
+    sysctls the kubelet changes written back (unless another run's node still holds them),
+    its cgroups gone.
+    """
+    started = Node(tmp_path_factory.mktemp("node"))
+    with started:
+        yield started
+    assert not [root for root in host.cgroup_roots(started.cgroup_root) if root.exists()]
+    if not host.RECORD.exists():
+        # As recorded before any run's node: reading them here before this node started
+        # would have read another run's kubelet's values while its node was up.
+        assert started.sysctls_found
+        assert {key: host.read_sysctl(key) for key in host.SYSCTLS} == started.sysctls_found
+
+
+def apply(node: Node, overlay: Path) -> None:
+    """Kubectl apply -k, then wait for the rollout as a user would."""
+    applied = node.kubectl("apply", "-k", str(overlay))
+    assert applied.returncode == 0, applied.stderr
+    rolled = node.kubectl(
+        "-n", NAMESPACE, "rollout", "status", "deployment/podlister", "--timeout=180s"
+    )
+    assert rolled.returncode == 0, rolled.stderr + rolled.stdout + describe(node)
+
+
+def delete(node: Node, overlay: Path) -> None:
+    """Kubectl delete -k and wait until the namespace is gone."""
+    deleted = node.kubectl("delete", "-k", str(overlay), "--wait=true", "--timeout=180s")
+    assert deleted.returncode == 0, deleted.stderr
+
+
+def describe(node: Node) -> str:
+    """What kubectl says of the pods and the namespace's events, for a failure message."""
+    pods = node.kubectl("-n", NAMESPACE, "describe", "pods").stdout
+    events = node.kubectl("-n", NAMESPACE, "get", "events", "--sort-by=.lastTimestamp").stdout
+    return f"\n--- pods\n{pods[-6000:]}\n--- events\n{events[-4000:]}"
+
+
+def curl(node: Node, url: str) -> str:
+    """Curl on the node, as a user types it; the body."""
+    assert node.namespaces is not None
+    result = node.namespaces.run("curl", "-sS", "--fail", "--max-time", "5", url)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def listed(text: str) -> list[str]:
+    """index.txt's addresses."""
+    return text.split()
+
+
+@pytest.fixture
+def local_overlay(node: Node, tmp_path: Path) -> Iterator[Path]:
+    """The local overlay, applied and rolled out; deleted after the test."""
+    overlay = image_overlay(tmp_path / "local", "local", node.image_refs)
+    apply(node, overlay)
+    yield overlay
+    delete(node, overlay)
+
+
+@pytest.mark.usefixtures("local_overlay")
+def test_local_overlay_lists_the_ready_pods_through_clusterip_and_nodeport(node: Node) -> None:
+    """The local overlay (kubectl apply -k): 2 pods Ready; curl through the ClusterIP and
+    through NodePort 30080 returns exactly their IPs (text and JSON), and every pod's own
+    page says the same.
+    """
+    expected = ready_ips(node)
+    assert len(expected) == 2, describe(node)
+    names = {pod["status"]["podIP"]: pod["metadata"]["name"] for pod in pods(node)}
+    service = cluster_ip(node)
+    for base in (f"http://{service}", f"http://{NODE_IP}:{NODE_PORT}"):
+        url = f"{base}/index.txt"
+        wait_until(
+            lambda url=url: listed(curl(node, url)) == expected,  # type: ignore[misc]
+            timeout=5,
+            what=f"{base}/index.txt listing {expected}",
+        )
+        document = json.loads(curl(node, f"{base}/index.json"))
+        assert document["addresses"] == expected
+        assert {m["address"]: m["pod"] for m in document["members"]} == names
+    for ip in expected:
+        own = node.http(ip, 8080, "/index.txt")
+        assert own.status == 200
+        assert listed(own.text()) == expected
+
+
+def wait_listed_everywhere(node: Node, expected: list[str], *, timeout: float = 10) -> None:
+    """Until the Service's page and every Ready pod's own page list exactly expected."""
+
+    def agree() -> bool:
+        service = node.http(cluster_ip(node), 80, "/index.txt")
+        own = [node.http(ip, 8080, "/index.txt") for ip in expected]
+        return all(listed(answer.text()) == expected for answer in [service, *own])
+
+    wait_until(agree, timeout=timeout, interval=0.1, what=f"every page listing {expected}")
+
+
+def hpa(node: Node) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler as the API has it."""
+    assert node.controlplane is not None
+    answer: dict[str, Any] = node.controlplane.rest.get(
+        f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/podlister"
+    )
+    return answer
+
+
+def cpu_utilization(node: Node) -> int | None:
+    """The HPA's current average CPU utilisation, None while it has none."""
+    for metric in hpa(node).get("status", {}).get("currentMetrics") or []:
+        current = metric.get("resource", {}).get("current", {})
+        if "averageUtilization" in current:
+            return int(current["averageUtilization"])
+    return None
+
+
+def test_do_overlay_gets_its_node_port_and_the_hpa_reads_cpu(node: Node, tmp_path: Path) -> None:
+    """The do overlay applied as is (images aside): the LoadBalancer Service gets a node
+    port and the page through it lists the Ready pods (its external IP stays pending: no
+    cloud controller here); the HPA reads CPU from metrics-server, a number, not <unknown>.
+    """
+    overlay = image_overlay(tmp_path / "do", "do", node.image_refs)
+    apply(node, overlay)
+    try:
+        assert node.controlplane is not None
+        service = node.controlplane.rest.get(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")
+        assert service["spec"]["type"] == "LoadBalancer"
+        assert not service.get("status", {}).get("loadBalancer", {}).get("ingress")
+        shown = node.kubectl("-n", NAMESPACE, "get", "service", "podlister").stdout
+        assert "<pending>" in shown
+        port = service["spec"]["ports"][0]["nodePort"]
+        expected = ready_ips(node)
+        assert len(expected) == 2
+        wait_until(
+            lambda: listed(curl(node, f"http://{NODE_IP}:{port}/index.txt")) == expected,
+            timeout=5,
+            what="the load balancer's node port listing the pods",
+        )
+        wait_until(
+            lambda: cpu_utilization(node) is not None,
+            timeout=120,
+            interval=1,
+            what="the HPA reading CPU from metrics-server",
+        )
+        table = node.kubectl("-n", NAMESPACE, "get", "hpa", "podlister").stdout
+        assert "<unknown>" not in table, table
+        assert "cpu: " in table, table
+    finally:
+        delete(node, overlay)
+
+
+# Test-only: a target the bounded load below crosses on this machine, at most 5 pods, and a
+# scale-down without the shipped five-minute window, so the test sees both directions.
+FAST_HPA = {
+    "target": {"kind": "HorizontalPodAutoscaler", "name": "podlister"},
+    "patch": json.dumps(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "podlister"},
+            "spec": {
+                "maxReplicas": 5,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 20},
+                        },
+                    }
+                ],
+                "behavior": {
+                    "scaleDown": {
+                        "stabilizationWindowSeconds": 0,
+                        "selectPolicy": "Max",
+                        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}],
+                    }
+                },
+            },
+        }
+    ),
+}
+
+
+def test_hpa_scales_with_load_and_every_page_follows(node: Node, tmp_path: Path) -> None:
+    """Load through the Service makes the HPA add pods: within 2 s of each new pod Ready,
+    the Service's page and every Ready pod's page list it. The load stops, the HPA
+    scales back to 2, and every page lists exactly the 2 left.
+    """
+    overlay = image_overlay(tmp_path / "do", "do", node.image_refs, patches=[FAST_HPA])
+    apply(node, overlay)
+    try:
+        first = ready_ips(node)
+        watcher = PodWatcher(lambda: pods(node), max_seconds=400)
+        load = PacedClient(node, cluster_ip(node), 80, per_second=400, workers=4, max_seconds=240)
+        confirmed: dict[str, float] = {}
+        try:
+
+            def new_pods_listed() -> bool:
+                ready = dict(watcher.ready_at)
+                for ip in set(ready) - set(first) - set(confirmed):
+                    pages = [node.http(cluster_ip(node), 80, "/index.txt")]
+                    pages += [node.http(other, 8080, "/index.txt") for other in ready]
+                    if all(ip in listed(page.text()) for page in pages):
+                        confirmed[ip] = time.monotonic()
+                return len(confirmed) >= 1 and hpa(node)["status"].get("desiredReplicas", 0) <= (
+                    len(first) + len(confirmed)
+                )
+
+            wait_until(new_pods_listed, timeout=180, interval=0.1, what="the HPA scaling up")
+        finally:
+            answers = load.stop()
+        lags = {ip: confirmed[ip] - watcher.ready_at[ip] for ip in confirmed}
+        figures.info(
+            "scale-up: %d requests, utilisation %s %%, page lag after Ready (s): %s",
+            len(answers),
+            cpu_utilization(node),
+            lags,
+        )
+        assert all(lag <= 2.0 for lag in lags.values()), lags
+        wait_until(
+            lambda: len(ready_ips(node)) == 2 and len(pods(node)) == 2,
+            timeout=180,
+            interval=0.5,
+            what="the HPA scaling back to 2",
+        )
+        watcher.stop()
+        wait_listed_everywhere(node, ready_ips(node))
+    finally:
+        delete(node, overlay)
+
+
+def test_rollout_restart_loses_no_request(node: Node, local_overlay: Path) -> None:
+    """Kubectl rollout restart while a client fetches index.txt through the Service at 20
+    requests/s: no request fails, and no answer lists a pod whose deletion had begun more
+    than 2 s before it was sent.
+    """
+    assert local_overlay.is_dir()
+    first = ready_ips(node)
+    watcher = PodWatcher(lambda: pods(node), max_seconds=300)
+    client = PacedClient(node, cluster_ip(node), 80, per_second=20, max_seconds=240)
+    try:
+        restarted = node.kubectl("-n", NAMESPACE, "rollout", "restart", "deployment/podlister")
+        assert restarted.returncode == 0, restarted.stderr
+        rolled = node.kubectl(
+            "-n", NAMESPACE, "rollout", "status", "deployment/podlister", "--timeout=180s"
+        )
+        assert rolled.returncode == 0, rolled.stderr
+        # Until the old pods are gone, not only replaced.
+        wait_until(
+            lambda: not set(first) & {p["status"].get("podIP") for p in pods(node)},
+            timeout=60,
+            interval=0.2,
+            what="the old pods gone",
+        )
+    finally:
+        answers = client.stop()
+        watcher.stop()
+    failed = [answer for answer in answers if not answer.ok]
+    stale = [
+        (answer, ip)
+        for answer in answers
+        for ip in answer.listed
+        if ip in watcher.deleting_at and answer.at > watcher.deleting_at[ip] + 2.0
+    ]
+    figures.info(
+        "rollout: %d requests over %.1f s, %d failed, %d listed a pod deleted > 2 s before",
+        len(answers),
+        answers[-1].at - answers[0].at,
+        len(failed),
+        len(stale),
+    )
+    assert set(first) <= set(watcher.deleting_at), "the rollout replaced no pod"
+    assert not failed, failed[:5]
+    assert not stale, stale[:5]
+    wait_listed_everywhere(node, ready_ips(node))
+
+
+def container_id(pod: dict[str, Any], name: str) -> str:
+    """The runtime's ID of a container of the pod (init containers included)."""
+    status = pod["status"]
+    for container in status.get("initContainerStatuses", []) + status["containerStatuses"]:
+        if container["name"] == name:
+            return str(container["containerID"]).split("://", 1)[1]
+    msg = f"no container {name} in {pod['metadata']['name']}"
+    raise LookupError(msg)
+
+
+def restarts(node: Node, pod_name: str, container: str) -> int:
+    """The container's restart count."""
+    pod = next(p for p in pods(node) if p["metadata"]["name"] == pod_name)
+    status = pod["status"]
+    for found in status.get("initContainerStatuses", []) + status["containerStatuses"]:
+        if found["name"] == container:
+            return int(found.get("restartCount", 0))
+    return 0
+
+
+def test_a_killed_sidecar_is_restarted_and_nginx_serves_the_last_page_all_along(
+    node: Node, local_overlay: Path
+) -> None:
+    """SIGKILL of the sidecar's process in its container: the kubelet restarts it, and the
+    pod's nginx answers every request meanwhile (the page stays in the emptyDir), as does
+    the Service.
+    """
+    assert local_overlay.is_dir()
+    victim = pods(node)[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    pid = host.container_init_pid(container_id(victim, "sidecar"))
+    assert pid, "the sidecar's process was not found"
+    direct = PacedClient(node, ip, 8080, per_second=20, max_seconds=120)
+    through = PacedClient(node, cluster_ip(node), 80, per_second=20, max_seconds=120)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda: restarts(node, name, "sidecar") >= 1,
+            timeout=60,
+            interval=0.2,
+            what="the sidecar restarted",
+        )
+        wait_until(lambda: len(ready_ips(node)) == 2, timeout=60, interval=0.2, what="2 Ready")
+    finally:
+        answers = direct.stop() + through.stop()
+    failed = [answer for answer in answers if not answer.ok]
+    figures.info("sidecar killed: %d requests, %d failed", len(answers), len(failed))
+    assert not failed, failed[:5]
+    assert all(answer.listed for answer in answers), "an answer was an empty page"
+    wait_listed_everywhere(node, ready_ips(node))
+
+
+def test_a_killed_nginx_is_restarted_and_the_service_routes_around_it(
+    node: Node, local_overlay: Path
+) -> None:
+    """SIGKILL of a pod's nginx: the kubelet restarts it; the Service stops sending to the
+    pod once its endpoint is not ready (no request fails after that), and the pod is listed
+    again once it is Ready.
+    """
+    assert local_overlay.is_dir()
+    victim = pods(node)[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    pid = host.container_init_pid(container_id(victim, "nginx"))
+    assert pid, "nginx's process was not found"
+    not_ready_at: list[float] = []
+    through = PacedClient(node, cluster_ip(node), 80, per_second=20, max_seconds=120)
+    try:
+        os.kill(pid, signal.SIGKILL)
+
+        def out_of_service() -> bool:
+            if ip not in ready_ips(node):
+                not_ready_at.append(time.monotonic())
+                return True
+            return False
+
+        wait_until(out_of_service, timeout=30, interval=0.05, what="the pod out of the Service")
+        wait_until(
+            lambda: restarts(node, name, "nginx") >= 1 and ip in ready_ips(node),
+            timeout=60,
+            interval=0.2,
+            what="nginx restarted and the pod Ready again",
+        )
+    finally:
+        answers = through.stop()
+    failed = [answer for answer in answers if not answer.ok]
+    late = [answer for answer in failed if answer.at > not_ready_at[0] + 1.0]
+    figures.info(
+        "nginx killed: %d requests, %d failed before the pod left the Service, %d after",
+        len(answers),
+        len(failed) - len(late),
+        len(late),
+    )
+    assert not late, late[:5]
+    wait_listed_everywhere(node, ready_ips(node))
+
+
+def sidecar_first_write(node: Node, pod_name: str) -> dt.datetime:
+    """When the sidecar logged its first write (its first JSON log line with event write)."""
+    logs = node.kubectl("-n", NAMESPACE, "logs", pod_name, "-c", "sidecar").stdout
+    for line in logs.splitlines():
+        entry = json.loads(line)
+        if entry["event"] == "write":
+            return dt.datetime.fromisoformat(entry["timestamp"])
+    msg = f"{pod_name}'s sidecar logged no write:\n{logs[-2000:]}"
+    raise AssertionError(msg)
+
+
+def test_probes_limits_and_security_context_as_the_kubelet_enforces_them(
+    node: Node, local_overlay: Path
+) -> None:
+    """Read from the running containers, not the manifest: nginx started only after the
+    sidecar wrote its first page (the native sidecar's startupProbe); both run as
+    10101:10101 with no capabilities, no_new_privs and seccomp, a read-only root; their
+    memory and CPU limits are the manifest's in their cgroups; the page emptyDir is a
+    16 MiB tmpfs.
+    """
+    assert local_overlay.is_dir()
+    pod = pods(node)[0]
+    name = pod["metadata"]["name"]
+    nginx_started = dt.datetime.fromisoformat(
+        next(c for c in pod["status"]["containerStatuses"] if c["name"] == "nginx")["state"][
+            "running"
+        ]["startedAt"]
+    )
+    # startedAt has whole seconds: the write must come before the end of that second.
+    assert sidecar_first_write(node, name) < nginx_started + dt.timedelta(seconds=1)
+    limits = {"sidecar": ("167772160", "20000"), "nginx": ("67108864", "50000")}
+    for container, (memory, cpu_quota) in limits.items():
+        pid = host.container_init_pid(container_id(pod, container))
+        status = host.status_fields(pid)
+        assert status["Uid"].split()[:2] == ["10101", "10101"], container
+        assert status["Gid"].split()[:2] == ["10101", "10101"], container
+        assert int(status["CapEff"], 16) == 0, container
+        assert int(status["CapBnd"], 16) == 0, container
+        assert status["NoNewPrivs"] == "1", container
+        assert status["Seccomp"] == "2", container  # filter mode: RuntimeDefault
+        assert host.cgroup_file(pid, "memory", "memory.limit_in_bytes") == memory, container
+        assert host.cgroup_file(pid, "cpu", "cpu.cfs_quota_us") == cpu_quota, container
+        mounted = host.mounts(pid)
+        assert "ro" in mounted["/"][0].split(","), container
+        options, fs_type, super_options = mounted["/srv/podlister/html"]
+        assert fs_type == "tmpfs", container
+        assert "size=16384k" in super_options.split(","), container
+        if container == "nginx":
+            assert "ro" in options.split(",")
+
+
+def test_prestop_keeps_a_leaving_pod_serving_while_the_service_drops_it(
+    node: Node, local_overlay: Path
+) -> None:
+    """Deleting a pod: its endpoint turns terminating within a second, so the Service's
+    page drops it, while its nginx keeps answering for the preStop's 5 s.
+    """
+    assert local_overlay.is_dir()
+    victim = pods(node)[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    direct = PacedClient(node, ip, 8080, per_second=20, max_seconds=60)
+    try:
+        deleted_at = time.monotonic()
+        started = node.kubectl("-n", NAMESPACE, "delete", "pod", name, "--wait=false")
+        assert started.returncode == 0, started.stderr
+        wait_until(
+            lambda: ip not in listed(node.http(cluster_ip(node), 80, "/index.txt").text()),
+            timeout=2,
+            interval=0.05,
+            what="the Service's page without the leaving pod",
+        )
+        dropped_after = time.monotonic() - deleted_at
+        wait_until(
+            lambda: any(not a.ok and a.at > deleted_at for a in direct.failures()),
+            timeout=40,
+            interval=0.1,
+            what="the leaving pod's nginx to stop",
+        )
+    finally:
+        answers = direct.stop()
+    served = [a.at - deleted_at for a in answers if a.ok and a.at > deleted_at]
+    figures.info(
+        "preStop: dropped from the page after %.2f s, served %.2f s after the delete",
+        dropped_after,
+        max(served),
+    )
+    assert max(served) >= 4.5
+    wait_until(lambda: len(ready_ips(node)) == 2, timeout=60, interval=0.2, what="2 Ready again")
+
+
+def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
+    node: Node, local_overlay: Path
+) -> None:
+    """Chromium opens the page through NodePort 30080 (forwarded to the host's loopback):
+    kubectl scale to 4, then to 1, and within 2 s of the pods being Ready (or gone) the
+    page lists exactly them, without a reload and without a console error.
+    """
+    assert local_overlay.is_dir()
+    forward = node.forward(NODE_IP, NODE_PORT)
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        try:
+            context = chromium.new_context(viewport={"width": 1280, "height": 900})
+            context.add_init_script(page_probes())
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+            response = page.goto(f"http://{forward.address}/")
+            assert response is not None
+            assert response.status == 200
+            page.wait_for_selector("#live[data-state='live']", timeout=10_000)
+            for replicas in (4, 1):
+                scaled = node.kubectl(
+                    "-n", NAMESPACE, "scale", "deploy/podlister", f"--replicas={replicas}"
+                )
+                assert scaled.returncode == 0, scaled.stderr
+                wait_until(
+                    lambda n=replicas: len(ready_ips(node)) == n == len(pods(node)),  # type: ignore[misc]
+                    timeout=120,
+                    interval=0.1,
+                    what=f"{replicas} pods Ready",
+                )
+                page.wait_for_function(
+                    "expected => JSON.stringify(Array.from(document.querySelectorAll("
+                    f"'{READY_ROWS}'), c => c.textContent)) === JSON.stringify(expected)",
+                    arg=ready_ips(node),
+                    timeout=2000,
+                )
+            assert page.evaluate("window.__probe")["loads"] == 1, "the page reloaded"
+            assert errors == []
+            context.close()
+        finally:
+            chromium.close()
