@@ -84,13 +84,20 @@ def test_validates_strictly(rendered: dict[str, Path], variant: str, version: st
     assert output.count("passed for resource") == len(docs(rendered, variant))
 
 
+def checkov() -> list[str]:
+    """The checkov command, from requirements/checkov.lock (tests/linters)."""
+    from linters import checkov as command
+
+    return command()
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_checkov_passes(rendered: dict[str, Path], variant: str) -> None:
     """Checkov (offline) reports no failed check; skips are justified in .checkov.yaml."""
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     result = subprocess.run(
         [
-            tool("checkov"),
+            *checkov(),
             "--config-file",
             str(REPO / ".checkov.yaml"),
             "-f",

@@ -1,5 +1,6 @@
-"""kube-score and kubeconform, built from their Go modules (go.mod here), and the schemas
-kubeconform reads, taken from kubernetes-validate with their ``$ref``s made local.
+"""The manifest linters: kube-score and kubeconform, built from their Go modules (go.mod
+here); the schemas kubeconform reads, taken from kubernetes-validate with their ``$ref``s
+made local; and checkov, from its own hash lock in a virtualenv of its own.
 """
 
 from __future__ import annotations
@@ -8,11 +9,13 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from support import verified_cache as cache
 
 MODULE = Path(__file__).resolve().parent
+CHECKOV_LOCK = MODULE.parents[1] / "requirements" / "checkov.lock"
 TOOLS = {
     "kube-score": "github.com/zegl/kube-score/cmd/kube-score",
     "kubeconform": "github.com/yannh/kubeconform/cmd/kubeconform",
@@ -54,3 +57,29 @@ def local_schemas(validate_schemas: Path, version: str) -> Path:
             (staging / path.name).write_text(text, encoding="utf-8")
 
     return cache.filled(cache.root() / "schemas" / f"v{version}-local-strict", fill)
+
+
+def checkov() -> list[str]:
+    """The command that runs checkov, installed from requirements/checkov.lock once per lock.
+
+    A virtualenv of its own (a verified cache): its boto3 pins python-dateutil below the
+    runtime lock's, so it cannot share the tests' environment.
+    """
+    key = hashlib.sha256(CHECKOV_LOCK.read_bytes()).hexdigest()[:12]
+
+    def fill(staging: Path) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", str(staging)], check=True, timeout=120
+        )
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "--python", str(staging / "bin" / "python")),
+                *("install", "-q", "--require-hashes", "--no-deps", "-r", str(CHECKOV_LOCK)),
+            ],
+            check=True,
+            timeout=900,
+            capture_output=True,
+        )
+
+    folder = cache.filled(cache.root() / f"checkov-{key}", fill)
+    return [str(folder / "bin" / "python"), "-m", "checkov.main"]
