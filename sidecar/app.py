@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -34,12 +36,13 @@ if TYPE_CHECKING:
     from sidecar.config import Settings
 
 log = structlog.get_logger("sidecar")
-
 STOP_GRACE = 1.5  # seconds; the whole exit must fit in the 2 s the contract promises
 # SIGTERM (the kubelet) and SIGINT (Ctrl-C) stop the process; the others here would end it by
 # default, and nobody should be able to do that with a stray kill -HUP.
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 IGNORED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
+# Each worker thread's loop, and how to make it return.
+Worker = tuple["Callable[[], None]", "Callable[[], None]"]
 
 
 def main(
@@ -70,9 +73,8 @@ def _take_signals(stop: threading.Event) -> None:
     ``stop.set()`` (the main thread calls it while stopping, holding the event's lock); a
     handler that sets the event there would wait for that lock forever. Instead the signals
     are blocked in every thread (threads inherit the mask, so this runs before any is
-    started) and one thread waits for them with sigwait: plain code, no reentrancy. They
-    stay blocked to the end: one that comes while the interpreter shuts down is never acted
-    on (a default action would end us with 143 instead of 0).
+    started) and one thread waits for them with sigwait. They stay blocked to the end: one
+    that comes while the interpreter shuts down is never acted on (exit 0, not 143).
     """
     watched = STOP_SIGNALS | IGNORED_SIGNALS
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
@@ -80,44 +82,24 @@ def _take_signals(stop: threading.Event) -> None:
     def wait_for_signals() -> None:
         while True:
             signum = signal.sigwait(watched)
-            name = signal.Signals(signum).name
-            if signum in STOP_SIGNALS:
-                if not stop.is_set():
-                    log.info("signal", signal=name, action="stop")
+            stopping = signum in STOP_SIGNALS
+            if not (stopping and stop.is_set()):
+                action = "stop" if stopping else "ignored"
+                log.info("signal", signal=signal.Signals(signum).name, action=action)
+            if stopping:
                 stop.set()
-            else:
-                log.info("signal", signal=name, action="ignored")
 
     threading.Thread(target=wait_for_signals, name="signals", daemon=True).start()
 
 
-def _settings_for_log(settings: Settings) -> dict[str, object]:
-    return {
-        "service": settings.service,
-        "namespace": settings.namespace,
-        "output_dir": str(settings.output_dir),
-        "template_dir": str(settings.template_dir) if settings.template_dir else None,
-        "pod_name": settings.pod_name,
-        "pod_ip": settings.pod_ip,
-        "health_addr": f"{settings.health_host}:{settings.health_port}",
-        "idle_timeout": settings.idle_timeout,
-        "watch_timeout": settings.watch_timeout,
-    }
-
-
-def _stuck_after(settings: Settings) -> float:
-    """Longest a worker may go without a beat before /healthz calls the process stuck.
-
-    The watch legitimately blocks for a read (idle timeout), a connect and a backoff step;
-    twice the sum leaves room for a throttled CPU. An unreachable API never gets here: the
-    watch beats at every retry.
-    """
-    return 2 * (settings.idle_timeout + CONNECT_TIMEOUT + DEFAULT_CAP)
-
-
 def run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) -> int:
     """Start everything, wait for the stop event or a dead worker, then stop everything."""
-    log.info("start", **_settings_for_log(settings))
+    log.info(
+        "start",
+        **{
+            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()
+        },
+    )
     # In a pod both are volumes the kubelet mounts before we start: a path that is not a
     # folder is a mistake in the manifest, not something that waiting would repair.
     for variable, folder in (
@@ -133,7 +115,10 @@ def run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) -
         log.error("config_invalid", reason=str(exc))
         return ExitCode.CONFIG
     metrics = Metrics()
-    health = HealthState(stuck_after=_stuck_after(settings), metrics=metrics)
+    # Stuck: no beat for twice the longest legitimate block of the watch (a read, a
+    # connect and a backoff step). An unreachable API is not stuck: it beats every retry.
+    stuck_after = 2 * (settings.idle_timeout + CONNECT_TIMEOUT + DEFAULT_CAP)
+    health = HealthState(stuck_after=stuck_after, metrics=metrics)
     try:
         server = HealthServer(
             host=settings.health_host, port=settings.health_port, state=health, metrics=metrics
@@ -143,18 +128,12 @@ def run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) -
         connection.close()
         return ExitCode.FAILURE
     workers = _workers(settings, connection, health=health, metrics=metrics, stop=stop)
-    return _serve(stop=stop, workers=workers, server=server, connection=connection)
-
-
-def _clean_output(settings: Settings) -> None:
-    """Remove temps a killed predecessor left; a broken folder is reported, not fatal."""
-    try:
-        removed = remove_stale_temps(settings.output_dir)
-    except OSError as exc:
-        log.error("output_dir_unusable", path=str(settings.output_dir), reason=str(exc))
-        return
-    if removed:
-        log.info("stale_temps_removed", files=removed)
+    server.start()
+    code = _serve(stop, workers)
+    server.stop()
+    connection.close()
+    log.info("stop", exit_code=code)
+    return code
 
 
 def _workers(
@@ -164,15 +143,21 @@ def _workers(
     health: HealthState,
     metrics: Metrics,
     stop: threading.Event,
-) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
-    """Each worker thread's name, its loop, and how to make it return."""
+) -> dict[str, Worker]:
+    """The publisher, the watch and (with a template folder) the template watcher."""
     template = None
     if settings.template_dir is not None:
-        # Only with a template folder: the sandbox and the child cost nothing otherwise.
+        # Only with a template folder: the sandbox and its child cost nothing otherwise.
         from sidecar.configmap.reload import first_template  # noqa: PLC0415
 
         template = first_template(settings.template_dir, metrics)
-    _clean_output(settings)
+    try:
+        removed = remove_stale_temps(settings.output_dir)  # a killed predecessor's
+    except OSError as exc:  # reported, not fatal: the writes will say more
+        log.error("output_dir_unusable", path=str(settings.output_dir), reason=str(exc))
+    else:
+        if removed:
+            log.info("stale_temps_removed", files=removed)
     previous = read_previous(
         settings.output_dir, service=settings.service, namespace=settings.namespace
     )
@@ -197,10 +182,7 @@ def _workers(
         ),
         sink=publisher,
         streak=Streak(
-            metrics=metrics,
-            backoff=Backoff(),
-            host=connection.host,
-            namespace=settings.namespace,
+            metrics=metrics, backoff=Backoff(), host=connection.host, namespace=settings.namespace
         ),
         watch_timeout=settings.watch_timeout,
         health=health,
@@ -260,21 +242,12 @@ class Workers:
                 self._stop.set()
 
 
-def _serve(
-    *,
-    stop: threading.Event,
-    workers: dict[str, tuple[Callable[[], None], Callable[[], None]]],
-    server: HealthServer,
-    connection: Connection,
-) -> int:
+def _serve(stop: threading.Event, workers: dict[str, Worker]) -> int:
     """Run the workers until the stop event, then stop them within STOP_GRACE."""
-    server.start()
     threads = Workers(stop)
     for name, (loop, _) in workers.items():
         threads.start(name, loop)
-    # No timeout: the signals thread (or a worker that died) sets the event.
-    stop.wait()
-    code = ExitCode.FAILURE if threads.died else ExitCode.OK
+    stop.wait()  # no timeout: the signals thread (or a worker that died) sets it
     if threads.died:
         log.error("worker_died", workers=threads.died)
     else:
@@ -282,7 +255,4 @@ def _serve(
     for _, stopper in workers.values():
         stopper()
     threads.join(deadline=time.monotonic() + STOP_GRACE)
-    server.stop()
-    connection.close()
-    log.info("stop", exit_code=code)
-    return code
+    return ExitCode.FAILURE if threads.died else ExitCode.OK

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import urllib3
 
-from sidecar.kinds import ErrorKind, SkipReason
+from sidecar.metrics import ErrorKind, SkipReason
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -18,7 +18,7 @@ import urllib3
 
 from sidecar.api.errors import ApiError, from_transport
 from sidecar.api.stream import lines, list_page, read_body
-from sidecar.kinds import Source
+from sidecar.metrics import Source
 from sidecar.page.membership import SliceView, parse_as
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import structlog
 
-from sidecar.kinds import ErrorKind
+from sidecar.metrics import ErrorKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,13 +17,13 @@ from sidecar.api.errors import ApiError, Malformed, from_event
 from sidecar.api.listwatch import RESOURCES
 from sidecar.api.policy import RULES
 from sidecar.api.stream import parse_event, resource_version
-from sidecar.kinds import ErrorKind, RestartReason, SkipReason, Source
+from sidecar.metrics import ErrorKind, RestartReason, SkipReason, Source
 from sidecar.page.membership import SliceView, Snapshot, parse_as
 
 if TYPE_CHECKING:
     import datetime as dt
     import threading
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
 
     from sidecar.api.policy import Streak
@@ -66,34 +66,6 @@ class Sink(Protocol):
         """The API is unreachable since then (None: reachable again)."""
 
 
-class SliceStore:
-    """The Service's slices as last seen, by name (client-go's Store)."""
-
-    def __init__(self) -> None:
-        """Empty until the first list."""
-        self._views: dict[str, SliceView] = {}
-
-    @property
-    def views(self) -> Mapping[str, SliceView]:
-        """The views held, by name."""
-        return self._views
-
-    def replace(self, views: list[SliceView]) -> None:
-        """Everything a list returned, and nothing else."""
-        self._views = {view.name: view for view in views if view.name}
-
-    def apply(self, event_type: str, view: SliceView) -> None:
-        """One watch event's change."""
-        if event_type == "DELETED":
-            self._views.pop(view.name, None)
-        else:
-            self._views[view.name] = view
-
-    def snapshot(self, source: Source, received_at: float) -> Snapshot:
-        """The whole state, for the publisher."""
-        return Snapshot(views=tuple(self._views.values()), source=source, received_at=received_at)
-
-
 class Reflector:
     """Keeps the Service's endpoints in memory and hands every change on.
 
@@ -117,7 +89,7 @@ class Reflector:
         self._watch_timeout = watch_timeout
         self._health, self._metrics = health, metrics
         self._stop, self._clock = stop_event, clock
-        self._store = SliceStore()
+        self._store: dict[str, SliceView] = {}  # the slices as last seen, by name
         self._api = Source.ENDPOINT_SLICES
         self._resource_version: str | None = None
         self._resync_wanted = False
@@ -188,7 +160,7 @@ class Reflector:
         self._api = api
         for view in views:
             _report(view)
-        self._store.replace(views)
+        self._store = {view.name: view for view in views if view.name}
         self._resource_version = version
         self._resync_wanted = False
         self._reached()
@@ -264,7 +236,10 @@ class Reflector:
             self._skipped(SkipReason.INVALID_OBJECT, b"", None)
             return
         _report(view)
-        self._store.apply(event.type, view)
+        if event.type == "DELETED":
+            self._store.pop(view.name, None)
+        else:
+            self._store[view.name] = view
         self._advance(event.object)
         self._publish()
 
@@ -287,7 +262,8 @@ class Reflector:
             self._resource_version = version
 
     def _publish(self) -> None:
-        self._sink.submit(self._store.snapshot(self._api, self._clock()))
+        views = tuple(self._store.values())
+        self._sink.submit(Snapshot(views=views, source=self._api, received_at=self._clock()))
 
 
 def _report(view: SliceView) -> None:

@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from sidecar.api.errors import Malformed
-from sidecar.kinds import SkipReason
+from sidecar.metrics import SkipReason
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator

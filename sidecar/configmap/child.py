@@ -11,9 +11,9 @@ from __future__ import annotations
 import resource
 import signal
 import sys
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
-from sidecar.configmap.protocol import page_data, read_frame, write_frame
+from sidecar.configmap.protocol import Pipe, page_data
 from sidecar.configmap.sandbox import SandboxedTemplate, compile_template
 from sidecar.page.render import TemplateError
 
@@ -54,17 +54,17 @@ def answer(
         return template, {"error": exc.fields()}
 
 
-def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
-    """Answer requests until stdin ends, each within MAX_RENDER_SECONDS of CPU."""
+def serve(pipe: Pipe) -> None:
+    """Answer requests until the parent closes the pipe, each within MAX_RENDER_SECONDS of CPU."""
     template: SandboxedTemplate | None = None
     while True:
         try:
-            request = read_frame(stdin)
+            request = pipe.receive()
         except EOFError:
             return
         limit_cpu(MAX_RENDER_SECONDS)
         template, reply = answer(template, request)
-        write_frame(stdout, reply)
+        pipe.send(reply)
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    serve(Pipe(sys.stdin.buffer, sys.stdout.buffer))
 
 
 if __name__ == "__main__":

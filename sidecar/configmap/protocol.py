@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import select
 import struct
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 from sidecar.page.document import PageData
 from sidecar.page.member import Member
@@ -23,34 +24,51 @@ _HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024  # a request of a 10,000-member page is a few MB
 
 
-def write_frame(stream: BinaryIO, obj: dict[str, Any]) -> None:
-    """Send one object."""
-    data = json.dumps(obj, ensure_ascii=False).encode()
-    stream.write(_HEADER.pack(len(data)) + data)
-    stream.flush()
+class Pipe:
+    """One end of the conversation: frames read from one stream, written to the other."""
 
+    def __init__(self, reader: IO[bytes], writer: IO[bytes]) -> None:
+        """Talk over these two streams."""
+        self._reader, self._writer = reader, writer
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = stream.read(size - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
+    def send(self, obj: dict[str, Any]) -> None:
+        """Send one object."""
+        data = json.dumps(obj, ensure_ascii=False).encode()
+        self._writer.write(_HEADER.pack(len(data)) + data)
+        self._writer.flush()
 
+    def answered_within(self, timeout: float) -> bool:
+        """True once there is something to read (or the other end is gone) within timeout."""
+        return bool(select.select([self._reader], [], [], timeout)[0])
 
-def read_frame(stream: BinaryIO) -> dict[str, Any]:
-    """Receive one object; EOFError at the end, ValueError for a frame that is not one."""
-    (size,) = _HEADER.unpack(_read_exactly(stream, _HEADER.size))
-    if size > MAX_FRAME:
-        msg = f"frame of {size} bytes"
-        raise ValueError(msg)
-    answer = json.loads(_read_exactly(stream, size))
-    if not isinstance(answer, dict):
-        msg = "frame is not a JSON object"
-        raise ValueError(msg)  # noqa: TRY004 - bad input, caught with the other ValueErrors
-    return answer
+    def receive(self) -> dict[str, Any]:
+        """One object; EOFError at the end, ValueError for a frame that is not one."""
+        (size,) = _HEADER.unpack(self._read(_HEADER.size))
+        if size > MAX_FRAME:
+            msg = f"frame of {size} bytes"
+            raise ValueError(msg)
+        obj = json.loads(self._read(size))
+        if not isinstance(obj, dict):
+            msg = "frame is not a JSON object"
+            raise ValueError(msg)  # noqa: TRY004 - bad input, caught with the other ValueErrors
+        return obj
+
+    def close(self) -> None:
+        """Close both streams: the other end reads EOF."""
+        for stream in (self._writer, self._reader):
+            try:
+                stream.close()
+            except OSError:
+                continue
+
+    def _read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self._reader.read(size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
 
 
 def _rows(members: Iterable[Member]) -> list[list[str]]:

@@ -8,7 +8,7 @@ import structlog
 import watchfiles
 
 from sidecar.configmap.worker import load_template
-from sidecar.kinds import ErrorKind
+from sidecar.metrics import ErrorKind
 from sidecar.page.render import TemplateError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
-from sidecar.kinds import Source
+from sidecar.metrics import Source
 from sidecar.page.fragments import ChangeRow, member_fields
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
-from sidecar.kinds import Source
+from sidecar.metrics import Source
 from sidecar.page.member import Member
 
 # Sort key of an address: IPv4 (family 4) before IPv6, numeric order within a family.
@@ -124,11 +124,26 @@ def slice_view(obj: Mapping[str, Any]) -> SliceView:
     family = _FAMILIES.get(_text(obj.get("addressType")))
     if family is None:
         return SliceView(name=name, endpoints=())
+    return _view(name, family, _sequence(obj.get("endpoints")))
+
+
+def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
+    """Parse a v1 Endpoints object (where the EndpointSlice API is absent) as its endpoints."""
+    endpoints = [
+        {**address, "addresses": [address.get("ip")], "conditions": {"ready": ready}}
+        for subset in map(_mapping, _sequence(obj.get("subsets")))
+        for field, ready in (("addresses", True), ("notReadyAddresses", False))
+        for address in map(_mapping, _sequence(subset.get(field)))
+    ]
+    return _view(_text(_mapping(obj.get("metadata")).get("name")), None, endpoints)
+
+
+def _view(name: str, family: int | None, raw_endpoints: list[Any]) -> SliceView:
+    """The endpoints of one object, each address validated for family (None: either)."""
     endpoints: list[Endpoint] = []
     invalid: list[str] = []
     malformed: list[str] = []
-    for raw in _sequence(obj.get("endpoints")):
-        endpoint = _mapping(raw)
+    for endpoint in map(_mapping, raw_endpoints):
         conditions = _mapping(endpoint.get("conditions"))
         # An absent or null ``ready`` means ready (API contract for EndpointConditions);
         # anything but a boolean is malformed, and not taken for ready.
@@ -148,37 +163,6 @@ def slice_view(obj: Mapping[str, Any]) -> SliceView:
             text, key = parsed
             member = Member(address=text, pod=pod, node=node, zone=zone)
             endpoints.append(Endpoint(member, key, ready=ready, terminating=terminating))
-    return SliceView(
-        name=name,
-        endpoints=tuple(endpoints),
-        invalid_addresses=tuple(invalid),
-        malformed=tuple(malformed),
-    )
-
-
-def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
-    """Parse a v1 Endpoints object, the fallback where the EndpointSlice API is absent."""
-    name = _text(_mapping(obj.get("metadata")).get("name"))
-    endpoints: list[Endpoint] = []
-    invalid: list[str] = []
-    malformed: list[str] = []
-    for raw_subset in _sequence(obj.get("subsets")):
-        subset = _mapping(raw_subset)
-        for field, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for raw in _sequence(subset.get(field)):
-                address = _mapping(raw)
-                ip = address.get("ip")
-                parsed = _sort_key(ip) if isinstance(ip, str) else None
-                if parsed is None:
-                    invalid.append(str(ip)[:64])
-                    continue
-                text, key = parsed
-                pod = _pod_name(address.get("targetRef"), malformed) or _name(
-                    address.get("hostname"), "hostname", malformed
-                )
-                node = _name(address.get("nodeName"), "nodeName", malformed)
-                member = Member(address=text, pod=pod, node=node)
-                endpoints.append(Endpoint(member, key, ready=ready, terminating=False))
     return SliceView(
         name=name,
         endpoints=tuple(endpoints),

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
-from sidecar.kinds import Source
+from sidecar.metrics import Source
 from sidecar.page.document import JSON_FILE
 from sidecar.page.history import HISTORY_LENGTH, NAMED_ADDRESSES, Change
 from sidecar.page.member import Member

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sidecar.backoff import Backoff
-from sidecar.kinds import ErrorKind
+from sidecar.metrics import ErrorKind
 from sidecar.page.document import PageData
 from sidecar.page.history import History
 from sidecar.page.membership import Membership, membership
@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 
     from sidecar.config import Settings
     from sidecar.health.state import HealthState
-    from sidecar.kinds import Source
-    from sidecar.metrics import Metrics
+    from sidecar.metrics import Metrics, Source
     from sidecar.page.history import Change
     from sidecar.page.membership import Snapshot
     from sidecar.page.previous import PreviousPage

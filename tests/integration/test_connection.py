@@ -10,7 +10,7 @@ import pytest
 from kubestub import ApiStandIn, endpoint, endpoint_slice
 from sidecar.api.connection import USER_AGENT, connect
 from sidecar.api.errors import ApiError
-from sidecar.kinds import ErrorKind
+from sidecar.metrics import ErrorKind
 from support.sidecar_process import write_kubeconfig
 
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"

@@ -129,11 +129,3 @@ def test_override_and_fallback(tmp_path: Path) -> None:
     finally:
         page.close()
     assert html == b"10.0.0.1,10.0.0.2"
-
-
-def test_a_file_that_cannot_be_read_names_it(tmp_path: Path) -> None:
-    """A template that is not UTF-8 fails at load with its path, before any child starts."""
-    (tmp_path / "index.html.j2").write_bytes(b"\xff\xfe<p>")
-    with pytest.raises(TemplateError) as caught:
-        load_template(tmp_path)
-    assert caught.value.file == str(tmp_path / "index.html.j2")

@@ -15,8 +15,7 @@ from sidecar.api.policy import Streak
 from sidecar.api.reflector import Reflector
 from sidecar.backoff import Backoff
 from sidecar.health.state import HealthState
-from sidecar.kinds import ErrorKind, Source
-from sidecar.metrics import Metrics
+from sidecar.metrics import ErrorKind, Metrics, Source
 from sidecar.page.membership import SliceView, Snapshot, parse_as
 from support.clock import FakeClock
 

@@ -59,3 +59,19 @@ def test_no_module_imports_a_package_above_it() -> None:
             if isinstance(node, ast.ImportFrom) and node.level:
                 reached.add(f"relative import in {path.name}")
             assert not reached, f"{'.'.join(parts)} imports {sorted(reached)}"
+
+
+def test_every_module_has_its_unit_test_file() -> None:
+    """sidecar/page/render.py is tested in tests/unit/page/test_render.py, and so on for each
+    module (__main__ in test_main.py).
+    """
+    tests = PACKAGE.parent / "tests" / "unit"
+    missing = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py"
+        and not (
+            tests / path.parent.relative_to(PACKAGE) / f"test_{path.stem.strip('_')}.py"
+        ).is_file()
+    ]
+    assert not missing, missing

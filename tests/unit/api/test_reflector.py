@@ -13,7 +13,7 @@ from kubestub import endpoint, endpoint_slice
 from sidecar.api import reflector
 from sidecar.api.errors import ApiError, Malformed
 from sidecar.api.policy import RULES
-from sidecar.kinds import ErrorKind, Source
+from sidecar.metrics import ErrorKind, Source
 from sidecar.page.membership import parse_as
 from support.watch_script import Run
 

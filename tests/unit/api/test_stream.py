@@ -12,7 +12,7 @@ import pytest
 from kubestub import endpoint, endpoint_slice
 from sidecar.api.errors import ApiError, Malformed, from_event, seconds
 from sidecar.api.stream import MAX_LINE_BYTES, lines, list_page, parse_event
-from sidecar.kinds import ErrorKind
+from sidecar.metrics import ErrorKind
 from support.watch_script import Run
 
 REAL_EVENTS: list[dict[str, Any]] = [

@@ -17,8 +17,7 @@ import pytest
 from kubestub import endpoint, endpoint_slice
 from sidecar.config import load_settings
 from sidecar.health.state import HealthState
-from sidecar.kinds import Source
-from sidecar.metrics import Metrics
+from sidecar.metrics import Metrics, Source
 from sidecar.page import write, writer
 from sidecar.page.membership import Snapshot, slice_view
 from sidecar.page.previous import PreviousPage, read_previous

@@ -1,16 +1,19 @@
-"""The page writer's heap trim after large pages: glibc's malloc_trim found and called, and
-a C library without one leaves the sidecar as it was, said once in the log.
+"""The page writer: each version of index.json keeps an ETag of its own (nginx's: mtime
+second + size); the heap trimmed after large pages (glibc's malloc_trim found and called,
+and a C library without one leaves the sidecar as it was, said once in the log).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 from typing import TYPE_CHECKING
 
 import pytest
 import structlog
 
 from sidecar.page import writer
+from sidecar.page.writer import DistinctVersions
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,3 +54,40 @@ def test_without_malloc_trim_nothing_is_trimmed_and_the_log_says_so_once(
         writer._trim_heap()
     assert lookups == [None]
     assert [entry["event"] for entry in logs] == ["heap_trim_unavailable"]
+
+
+def test_same_size_in_the_same_second_is_padded() -> None:
+    """Two versions of equal length written within one second get different sizes, and the
+    padded one still parses to the same document.
+    """
+    versions = DistinctVersions()
+    first = b'{"addresses": ["10.0.0.2"]}\n'
+    second = b'{"addresses": ["10.0.0.3"]}\n'
+    assert versions.distinct(first, 100) == first
+    padded = versions.distinct(second, 100)
+    assert len(padded) != len(first)
+    assert padded.endswith(b"\n")
+    assert json.loads(padded) == json.loads(second)
+
+
+def test_a_size_used_earlier_in_the_second_is_not_reused() -> None:
+    """A, then B (another size), then C of A's size, all in one second: C differs from both."""
+    versions = DistinctVersions()
+    sizes = {len(versions.distinct(b"x" * n + b"\n", 7)) for n in (10, 11, 10, 10)}
+    assert len(sizes) == 4
+
+
+def test_a_new_second_starts_afresh() -> None:
+    """In the next second the same size is free again: no padding grows without bound."""
+    versions = DistinctVersions()
+    data = b"{}\n"
+    assert versions.distinct(data, 1) == data
+    assert versions.distinct(data, 1) != data
+    assert versions.distinct(data, 2) == data
+
+
+def test_the_file_an_earlier_run_left_counts() -> None:
+    """A restart within the second of the last write does not reuse that file's ETag."""
+    versions = DistinctVersions()
+    versions.seen(50, 3)
+    assert len(versions.distinct(b"{}\n", 50)) != 3

@@ -1,0 +1,131 @@
+"""Live reloads: a change in the template folder hands the new template on; the same text is
+not handed twice; a broken one is logged and counted and the current one stays. The loading
+itself (a child process) is replaced here by reading the file.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+import structlog
+
+from sidecar.configmap import reload
+from sidecar.health.state import HealthState
+from sidecar.metrics import Metrics
+from sidecar.page.render import TEMPLATE_NAME, TemplateError
+from support.polling import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from sidecar.page.render import PageTemplate
+
+
+class Loaded:
+    """A template as the loader gives it: its text; closed when dropped."""
+
+    def __init__(self, source: str) -> None:
+        self.source, self.origin, self.closed = source, "t", False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def read(folder: Path) -> Loaded | None:
+    """The loader, without a child: the file's text; "broken" in it is a template error."""
+    path = folder / TEMPLATE_NAME
+    if not path.exists():
+        return None
+    source = path.read_text()
+    if "broken" in source:
+        raise TemplateError(file=str(path), line=1, reason="broken")
+    return Loaded(source)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.handed: list[PageTemplate | None] = []
+        self.changed = threading.Condition()
+
+    def set_template(self, template: PageTemplate | None) -> None:
+        with self.changed:
+            self.handed.append(template)
+            self.changed.notify_all()
+
+    def wait_for(self, count: int) -> list[PageTemplate | None]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.handed) >= count, timeout=10)
+            return list(self.handed)
+
+
+@pytest.fixture
+def watching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Sink, Metrics]]:
+    """watch_templates on tmp_path in a thread, with the file-reading loader; stopped after."""
+    monkeypatch.setattr(reload, "load_template", read)
+    sink, metrics, stop = Sink(), Metrics(), threading.Event()
+    thread = threading.Thread(
+        target=reload.watch_templates,
+        kwargs={
+            "template_dir": tmp_path,
+            "current": None,
+            "sink": sink,
+            "health": HealthState(stuck_after=60),
+            "metrics": metrics,
+            "stop_event": stop,
+        },
+    )
+    thread.start()
+    yield sink, metrics
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_each_new_text_is_handed_on_and_a_removed_file_is_the_packaged_page(
+    tmp_path: Path, watching: tuple[Sink, Metrics]
+) -> None:
+    """Writing a template hands it on; removing the file hands on None (the packaged page)."""
+    sink, _ = watching
+    (tmp_path / TEMPLATE_NAME).write_text("one")
+    [first] = sink.wait_for(1)
+    assert first is not None
+    assert first.source == "one"
+    (tmp_path / TEMPLATE_NAME).unlink()
+    assert sink.wait_for(2)[1] is None
+
+
+def test_a_broken_template_is_counted_and_the_current_one_stays(
+    tmp_path: Path, watching: tuple[Sink, Metrics]
+) -> None:
+    """A broken template is logged and counted, nothing handed on; the next good one is."""
+    sink, metrics = watching
+    with structlog.testing.capture_logs() as logs:
+        (tmp_path / TEMPLATE_NAME).write_text("broken")
+        wait_until(
+            lambda: metrics.registry.get_sample_value(
+                "podlister_errors_total", {"kind": "template"}
+            ),
+            timeout=10,
+            what="the broken template counted",
+        )
+        (tmp_path / TEMPLATE_NAME).write_text("good")
+        [good] = sink.wait_for(1)
+    assert good is not None
+    assert good.source == "good"
+    assert [line["keeping"] for line in logs if line["event"] == "template_invalid"] == [
+        "<packaged>"
+    ]
+
+
+def test_a_broken_first_template_starts_the_packaged_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """first_template: a broken template at start is the packaged page (None), counted."""
+    (tmp_path / TEMPLATE_NAME).write_text("broken")
+    monkeypatch.setattr(reload, "load_template", read)
+    metrics = Metrics()
+    assert reload.first_template(tmp_path, metrics) is None
+    assert metrics.registry.get_sample_value("podlister_errors_total", {"kind": "template"}) == 1
