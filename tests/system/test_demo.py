@@ -1,4 +1,5 @@
-"""The demos a newcomer runs, exactly as the README gives them (`.venv/bin/tox -e demo ...`).
+"""The demos a newcomer runs, exactly as the pages give them (support/documented.py), and
+the README's "Try it" line on a fresh clone.
 
 With --keep a demo must print the URL to open at once (also into a file), keep running, and on
 Ctrl-C or SIGTERM stop every process it started and leave no folder behind. Without --keep it
@@ -17,16 +18,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from support import documented
 from support.polling import wait_until
 from support.procstat import processes_using
+from support.verified_cache import locked, root
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[2]
-README_COMMAND = ".venv/bin/tox -e demo -- --keep"
-README_ONCE = ".venv/bin/tox -e demo"
-README_CONTROLPLANE = ".venv/bin/tox -e demo-controlplane -- --keep"
+# The last command of the README's "Try it" line.
+ONCE = documented.TRY_IT.rsplit(" && ", 1)[1]
 URL_LINE = re.compile(r"^open (http://127\.0\.0\.1:\d+/) in a browser", re.MULTILINE)
 ROOT_LINE = re.compile(r"^local cluster in (\S+)$", re.MULTILINE)
 PLANE_ROOT_LINE = re.compile(r"^control plane folder (\S+)$", re.MULTILINE)
@@ -35,9 +37,9 @@ START_BOUND = 240
 
 
 class Demo:
-    """The README's command, its output going to a file as in `... > demo.log`."""
+    """The documented command, its output going to a file as in `... > demo.log`."""
 
-    def __init__(self, log: Path, command: str = README_COMMAND) -> None:
+    def __init__(self, log: Path, command: str = documented.DEMO_KEEP) -> None:
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
@@ -128,7 +130,7 @@ def test_without_keep_it_runs_its_steps_and_exits(tmp_path: Path) -> None:
     """`tox -e demo` scales 3 -> 6 -> 2 and exits 0 by itself, leaving nothing; it does not
     invite the reader to open a page that is about to go away.
     """
-    once = Demo(tmp_path / "demo.log", README_ONCE)
+    once = Demo(tmp_path / "demo.log", ONCE)
     try:
         assert once.process.wait(timeout=START_BOUND + 120) == 0, once.output()
     finally:
@@ -146,7 +148,7 @@ def test_a_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        busy = Demo(tmp_path / "demo.log", f"{README_ONCE} -- --port {port}")
+        busy = Demo(tmp_path / "demo.log", f"{ONCE} -- --port {port}")
         try:
             busy.process.wait(timeout=START_BOUND)
         finally:
@@ -170,7 +172,7 @@ def test_controlplane_demo_stops_on_sigterm(tmp_path: Path) -> None:
     line), keeps running, and SIGTERM to the command stops etcd, the API server, the
     controller manager, every nginx and sidecar, and removes its folder.
     """
-    plane = Demo(tmp_path / "demo.log", README_CONTROLPLANE)
+    plane = Demo(tmp_path / "demo.log", documented.DEMO_CONTROLPLANE)
     try:
         root = started(plane, PLANE_ROOT_LINE)
         assert "KUBECONFIG=" in plane.output()
@@ -179,3 +181,39 @@ def test_controlplane_demo_stops_on_sigterm(tmp_path: Path) -> None:
         assert_all_gone(root)
     finally:
         plane.kill()
+
+
+@pytest.mark.timeout(900)
+def test_try_it_on_a_fresh_clone(tmp_path: Path) -> None:
+    """The README's "Try it" line, exactly as written, in a fresh clone: apt-get (a no-op
+    where the packages are there), a virtualenv, tox, and the demo, which ends by itself
+    having listed the pods through its load balancer.
+    """
+    clone = tmp_path / "podlister"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    # apt-get takes its own lock and fails at once when another run holds it.
+    with locked(root() / "apt.lock", timeout=600):
+        result = subprocess.run(
+            ["bash", "-c", documented.TRY_IT],
+            cwd=clone,
+            capture_output=True,
+            text=True,
+            timeout=840,
+            check=False,
+        )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "scaled to 6" in result.stdout, result.stdout[-3000:]
+    assert "scaled to 2" in result.stdout, result.stdout[-3000:]
+
+
+@pytest.mark.timeout(600)
+def test_the_everyday_loop_runs_the_unit_tier() -> None:
+    """`.venv/bin/tox -e unit`, as docs/testing.md gives it: the unit tier passes, and only
+    it (the tests it ran are unit tests).
+    """
+    result = subprocess.run(
+        documented.UNIT.split(), cwd=REPO, capture_output=True, text=True, timeout=580, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"^=+ \d+ passed", result.stdout, re.MULTILINE), result.stdout[-2000:]
+    assert "tests/integration" not in result.stdout

@@ -14,6 +14,7 @@ import pytest
 from controlplane import kubelet
 from controlplane.objects import install_base_service, kustomize
 from image.build import PODMAN, RUN_FLAGS, ImageBuildError, build_base, build_image, missing_tools
+from support import documented
 from support.http import status
 from support.kubelet_volume import write_volume
 from support.polling import wait_until
@@ -186,13 +187,13 @@ def test_runs_as_deployed_against_the_real_control_plane(
 
 
 def test_base_image_command_names_the_base(image: str) -> None:
-    """`tox -e base-image`, as the README gives it: with the base made (the image fixture made
-    it), it prints the name to pass to the release's --base and exits 0.
+    """`tox -e base-image`, as docs/release.md gives it: with the base made (the image
+    fixture made it), it prints the name to pass to the release's --base and exits 0.
     """
     del image  # made the base
     repo = Path(__file__).resolve().parents[2]
     result = subprocess.run(
-        [str(repo / ".venv" / "bin" / "tox"), "-e", "base-image"],
+        [str(repo / ".venv" / "bin" / "tox"), *documented.BASE_IMAGE.split()[1:]],
         cwd=repo,
         capture_output=True,
         text=True,

@@ -30,6 +30,7 @@ from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
 from node.pods import NAMESPACE, cluster_ip, pods, ready_ips
 from node.traffic import PacedClient, PodWatcher
+from support import documented
 from support.browser import READY_ROWS, launch, page_probes
 from support.polling import wait_until
 
@@ -43,21 +44,19 @@ NODE_PORT = 30080
 figures = logging.getLogger("podlister.node")
 
 
-README_NODE = ".venv/bin/tox -e node -- --keep"
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_tox_e_node_keeps_a_node_until_sigterm(tmp_path: Path) -> None:
-    """The README's `.venv/bin/tox -e node -- --keep` brings a node up with the local
+    """The documented `.venv/bin/tox -e node -- --keep` brings a node up with the local
     overlay, prints a loopback URL that serves the page and a kubeconfig that works from the
     host, and on SIGTERM takes every process down, its cgroups too, and removes its folder.
     It comes first in the module, before the module's own node is up.
     """
-    assert README_NODE in (REPO / "README.md").read_text(encoding="utf-8")
     log = tmp_path / "node.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            README_NODE.split(),
+            documented.NODE.split(),
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -265,26 +264,32 @@ def cpu_utilization(node: Node) -> int | None:
 
 
 def test_do_overlay_gets_its_node_port_and_the_hpa_reads_cpu(node: Node, tmp_path: Path) -> None:
-    """The do overlay applied as is (images aside): the LoadBalancer Service gets a node
-    port and the page through it lists the Ready pods (its external IP stays pending: no
-    cloud controller here); the HPA reads CPU from metrics-server, a number, not <unknown>.
+    """The README's deploy: the do overlay applied as is (images aside: nothing can be
+    pulled here), `kubectl get svc` shows the LoadBalancer Service (its external IP pending:
+    no cloud controller here) with a node port, and the README's curl at that node port
+    lists the Ready pods; the HPA reads CPU from metrics-server, a number, not <unknown>.
     """
-    overlay = image_overlay(tmp_path / "do", "do", node.image_refs)
+    shipped = documented.APPLY_DO.removeprefix("kubectl apply -k kustomize/overlays/")
+    overlay = image_overlay(tmp_path / "do", shipped, node.image_refs)
     apply(node, overlay)
     try:
         assert node.controlplane is not None
         service = node.controlplane.rest.get(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")
         assert service["spec"]["type"] == "LoadBalancer"
         assert not service.get("status", {}).get("loadBalancer", {}).get("ingress")
-        shown = node.kubectl("-n", NAMESPACE, "get", "service", "podlister").stdout
+        shown = node.kubectl(*documented.GET_SVC.split()[1:]).stdout
         assert "<pending>" in shown
         port = service["spec"]["ports"][0]["nodePort"]
+        assert f":{port}/TCP" in shown
         expected = ready_ips(node)
         assert len(expected) == 2
+        typed = documented.CURL.replace("EXTERNAL-IP", f"{NODE_IP}:{port}").split()
+        assert node.namespaces is not None
+        namespaces = node.namespaces
         wait_until(
-            lambda: listed(curl(node, f"http://{NODE_IP}:{port}/index.txt")) == expected,
+            lambda: listed(namespaces.run(*typed, timeout=10).stdout) == expected,
             timeout=5,
-            what="the load balancer's node port listing the pods",
+            what="the README's curl at the load balancer's node port listing the pods",
         )
         wait_until(
             lambda: cpu_utilization(node) is not None,

@@ -18,6 +18,7 @@ import yaml
 
 from image.build import PODMAN, REPO, RUN_FLAGS
 from image.cosign import build as build_cosign
+from support import documented
 from support.polling import wait_until
 from support.ports import free_port
 
@@ -33,20 +34,6 @@ MANIFEST_TYPES = (
 )
 
 
-# What a cluster admin runs to check a release (the README gives them; REGISTRY, DIGEST and
-# the release folder are the test's).
-README_VERIFY = (
-    (
-        "cosign verify --key build/release/podlister-sidecar-0.1.0.pub --insecure-ignore-tlog=true "
-        "REGISTRY/podlister-sidecar@DIGEST"
-    ),
-    (
-        "cosign verify-attestation --key build/release/podlister-sidecar-0.1.0.pub "
-        "--insecure-ignore-tlog=true --type cyclonedx REGISTRY/podlister-sidecar@DIGEST"
-    ),
-)
-
-
 @pytest.fixture(scope="module")
 def cosign() -> Path:
     """Cosign v3.1.3, built from tests/image/cosign's Go module (a verified cache)."""
@@ -59,16 +46,12 @@ def key_password() -> str:
     return secrets.token_urlsafe(16)
 
 
-README_KEY_PAIR = "tox -e cosign -- generate-key-pair"
-
-
 @pytest.fixture
 def key_pair(cosign: Path, tmp_path: Path, key_password: str) -> Path:
-    """A cosign key pair (cosign.key, cosign.pub) made by the README's command, exactly as
+    """A cosign key pair (cosign.key, cosign.pub) made by the documented command, exactly as
     written, in a checkout of tox.ini and tests/ of its own (it writes where it runs).
     """
     del cosign  # built: the command below finds it in the verified cache
-    assert f"{README_KEY_PAIR}\n" in (REPO / "README.md").read_text(encoding="utf-8")
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     shutil.copy2(REPO / "tox.ini", checkout / "tox.ini")
@@ -79,7 +62,7 @@ def key_pair(cosign: Path, tmp_path: Path, key_password: str) -> Path:
             ignore=shutil.ignore_patterns("__pycache__"),
         )
     result = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "tox"), *README_KEY_PAIR.split()[1:]],
+        [str(REPO / ".venv" / "bin" / "tox"), *documented.KEY_PAIR.split()[1:]],
         cwd=checkout,
         env={**os.environ, "COSIGN_PASSWORD": key_password},
         capture_output=True,
@@ -93,7 +76,7 @@ def key_pair(cosign: Path, tmp_path: Path, key_password: str) -> Path:
 
 
 def cosign_runs(cosign: Path, command: str) -> subprocess.CompletedProcess[str]:
-    """Command (a README line starting with ``cosign``) with our cosign; not checked."""
+    """Command (a documented line starting with ``cosign``) with our cosign; not checked."""
     words = command.split()
     assert words[0] == "cosign"
     return subprocess.run(
@@ -147,28 +130,32 @@ def served_digest(address: str, repository: str, tag: str) -> str:
 def test_release_pins_signs_and_attests_the_digest_the_registry_serves(
     registry: str, tmp_path: Path, cosign: Path, key_pair: Path, key_password: str
 ) -> None:
-    """The release command (tox -e release's module) builds, pushes to the registry, and
-    writes into the overlay the digest that registry serves for the tag; the overlay then
-    renders the sidecar with exactly that image. Its SBOMs name the locked packages; the
-    README's cosign checks pass for the released digest and fail once the tag is moved to
-    an unsigned image.
+    """The documented release command (its module, as tox -e release runs it, with this
+    machine's registry and base) builds, pushes to the registry, and writes into the overlay
+    the digest that registry serves for the tag; the overlay then renders the sidecar with
+    exactly that image. Its SBOMs name the locked packages; the documented cosign checks pass
+    for the released digest and fail once the tag is moved to an unsigned image.
     """
     overlay_copy = tmp_path / "repo"
     for folder in ("k8s", "kustomize"):
         shutil.copytree(REPO / folder, overlay_copy / folder)
     overlay = overlay_copy / "kustomize" / "overlays" / "do"
     repository = f"{registry}/podlister-sidecar"
+    release, *given = documented.RELEASE.split(" -- ")[1].split()
+    assert (release, given) == ("REGISTRY/podlister-sidecar", ["--key", "cosign.key"])
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "image.release",
-            repository,
+            release.replace("REGISTRY", registry),
+            "--key",
+            str(key_pair / given[1]),
+            # What this machine cannot give: a registry with TLS, a base to pull.
             f"--overlay={overlay}",
             "--base=localhost/podlister-python:bookworm",
             "--insecure",
             f"--release-dir={tmp_path / 'sbom'}",
-            f"--key={key_pair / 'cosign.key'}",
         ],
         capture_output=True,
         text=True,
@@ -215,12 +202,10 @@ def test_release_pins_signs_and_attests_the_digest_the_registry_serves(
     spdx = json.loads((tmp_path / "sbom" / "podlister-sidecar-0.1.0.spdx.json").read_text())
     assert any(p["name"] == "kubernetes" for p in spdx["packages"])
 
-    # The README's checks, as a cluster admin runs them, against the released digest.
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    # The documented checks, as a cluster admin runs them, against the released digest.
     published = tmp_path / "sbom" / "podlister-sidecar-0.1.0.pub"
     assert published.read_bytes() == (key_pair / "cosign.pub").read_bytes()
-    for line in README_VERIFY:
-        assert line in readme
+    for line in (documented.VERIFY, documented.VERIFY_ATTESTATION):
         command = (
             line.replace("build/release/", f"{tmp_path / 'sbom'}/")
             .replace("REGISTRY", registry)
@@ -309,19 +294,15 @@ def test_release_failures_are_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in no_key.stderr + missing.stderr + no_base.stderr + no_push.stderr
 
 
-README_REPRODUCE = ".venv/bin/tox -e reproduce -- --base localhost/podlister-python:bookworm"
-
-
 @pytest.mark.timeout(900)
 def test_two_builds_of_one_commit_are_one_image() -> None:
-    """The README's reproduce command, run twice: no cache, every date the commit's, and the
-    two builds print one image ID.
+    """The documented reproduce command, run twice: no cache, every date the commit's, and
+    the two builds print one image ID.
     """
-    assert README_REPRODUCE in (REPO / "README.md").read_text(encoding="utf-8")
     ids = []
     for _ in range(2):
         result = subprocess.run(
-            README_REPRODUCE.split(),
+            documented.REPRODUCE.split(),
             cwd=REPO,
             capture_output=True,
             text=True,

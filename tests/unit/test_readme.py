@@ -1,4 +1,6 @@
-"""The README's layout says what the package holds: every module, with its docstring's line."""
+"""The README and docs/: the layout says what the package holds, every command a page gives
+is run by a test, and the harnesses import what they share from support.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +8,13 @@ import ast
 import re
 from pathlib import Path
 
+from support import documented
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "sidecar"
 BLOCK = re.compile(r"<!-- modules:[^>]*-->\n(.*?)<!-- /modules -->", re.DOTALL)
+SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.DOTALL | re.MULTILINE)
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
 def expected_lines() -> list[str]:
@@ -77,3 +83,37 @@ def test_harnesses_import_support_not_each_other() -> None:
     for name, allowed in HARNESS_IMPORTS.items():
         sideways = imported_harnesses(REPO / "tests" / name) - allowed - {"support"}
         assert not sideways, f"tests/{name} imports {sorted(sideways)}: move it to support"
+
+
+def commands_given() -> dict[str, str]:
+    """Each command in a ``sh`` block of the README or a docs/ page, and the page."""
+    given = {}
+    for page in PAGES:
+        for block in SH_BLOCK.findall(page.read_text(encoding="utf-8")):
+            for line in block.splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    given[line.strip()] = page.name
+    return given
+
+
+def test_every_command_a_page_gives_is_run_by_a_test() -> None:
+    """Each command of the pages is in support/documented.py with the test that runs it, and
+    each command there is on a page: a page that gives a command nobody runs fails here.
+    """
+    given = commands_given()
+    unknown = {command: page for command, page in given.items() if command not in documented.RUN_BY}
+    assert not unknown, f"commands no test runs (add them to support/documented.py): {unknown}"
+    assert set(documented.RUN_BY) == set(given), set(documented.RUN_BY) - set(given)
+
+
+def test_each_test_named_for_a_command_exists_and_takes_it_from_the_table() -> None:
+    """The test named for a command exists, and its file takes the command from the table
+    (support/documented.py), so the text it runs is the text a reader copies.
+    """
+    names = {value: name for name, value in vars(documented).items() if isinstance(value, str)}
+    for command, (path, function) in documented.RUN_BY.items():
+        if command == documented.TEST_IT:
+            continue  # what CI runs on every landing
+        text = (REPO / "tests" / path).read_text(encoding="utf-8")
+        assert f"def {function}(" in text, (path, function)
+        assert f"documented.{names[command]}" in text, (path, names[command])
