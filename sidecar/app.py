@@ -206,53 +206,39 @@ def _workers(
     return workers
 
 
-class Workers:
-    """Worker threads; one that ends before the stop event is set sets it and is recorded.
+def _serve(stop: threading.Event, workers: dict[str, Worker]) -> int:
+    """Run each worker in a thread until the stop event, then stop them within STOP_GRACE.
 
-    A worker that dies is a bug: exiting lets the kubelet restart us. Being told, rather
-    than checking the threads every second, keeps the idle process from waking at all.
+    A worker that ends before the stop event is a bug: it sets the event and the process
+    exits 1, for the kubelet to restart it. Being told, rather than checking the threads
+    every second, keeps the idle process from waking at all.
     """
+    died: list[str] = []
 
-    def __init__(self, stop: threading.Event) -> None:
-        """Bind the workers to the one stop event of the process."""
-        self._stop = stop
-        self._threads: list[threading.Thread] = []
-        self.died: list[str] = []
-
-    def start(self, name: str, target: Callable[[], None]) -> None:
-        """Run target in a daemon thread called name."""
-        thread = threading.Thread(target=self._guarded, args=(name, target), name=name)
-        thread.daemon = True
-        thread.start()
-        self._threads.append(thread)
-
-    def join(self, deadline: float) -> None:
-        """Wait for every thread until the monotonic deadline at the latest."""
-        for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-
-    def _guarded(self, name: str, target: Callable[[], None]) -> None:
+    def guarded(name: str, loop: Callable[[], None]) -> None:
         try:
-            target()
+            loop()
         except Exception:
             log.exception("worker_crashed", worker=name)
         finally:
-            if not self._stop.is_set():
-                self.died.append(name)
-                self._stop.set()
+            if not stop.is_set():
+                died.append(name)
+                stop.set()
 
-
-def _serve(stop: threading.Event, workers: dict[str, Worker]) -> int:
-    """Run the workers until the stop event, then stop them within STOP_GRACE."""
-    threads = Workers(stop)
-    for name, (loop, _) in workers.items():
-        threads.start(name, loop)
+    threads = [
+        threading.Thread(target=guarded, args=(name, loop), name=name, daemon=True)
+        for name, (loop, _) in workers.items()
+    ]
+    for thread in threads:
+        thread.start()
     stop.wait()  # no timeout: the signals thread (or a worker that died) sets it
-    if threads.died:
-        log.error("worker_died", workers=threads.died)
+    if died:
+        log.error("worker_died", workers=died)
     else:
         log.info("stopping")
     for _, stopper in workers.values():
         stopper()
-    threads.join(deadline=time.monotonic() + STOP_GRACE)
-    return ExitCode.FAILURE if threads.died else ExitCode.OK
+    deadline = time.monotonic() + STOP_GRACE
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return ExitCode.FAILURE if died else ExitCode.OK

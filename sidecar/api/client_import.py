@@ -1,18 +1,13 @@
 """In a pod, only the official client's parts the sidecar uses are imported, not the package.
 
-``import kubernetes`` (and any ``kubernetes.x``) runs the package's ``__init__``: every API
-class and model, the dynamic client, websockets, the informer, and kube_config with requests,
-oauthlib, yaml and pydantic. In a pod the sidecar needs four modules of it: the
+``import kubernetes`` runs the package's ``__init__``: every API class and model, the dynamic
+client, the informer, kube_config with requests, oauthlib, yaml and pydantic. A pod needs the
 Configuration, the in-cluster loader, the REST layer and its exceptions. Importing only those
-keeps 11 MiB off the sidecar's resident memory against its 160 Mi limit (34 against 45 MiB
-after imports) and halves the imports' time (180 against 365 ms, measured: README "Layout").
-
-The packages on the way (PACKAGES) are made as empty package modules, their ``__init__`` not
-run, and the modules are imported into them. That depends on the client's layout, checked
-for the 37.x releases (tests/integration/test_client_import.py pins the locked one); for any
-other version, or when any step fails, what was made is undone and the plain
-``import kubernetes`` is used, and the caller logs why. Outside a cluster (a kubeconfig,
-which needs kube_config) the whole client is imported as usual.
+keeps MEASURED off the sidecar's memory against its 160 Mi limit (docs/benchmarks.md).
+The packages on the way are made empty (their ``__init__`` not run) and the modules imported
+into them: laid out for 37.x (tests/integration/test_client_import.py pins the locked one).
+For any other version, or any failure, that is undone and the caller logs why; outside a
+cluster (a kubeconfig) the whole client is imported as usual.
 """
 
 from __future__ import annotations
@@ -29,10 +24,9 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 LAID_OUT_FOR = "37."
-# Packages made empty, parents first: their __init__ imports what we do not use.
+# Packages made empty, parents first; then the modules the sidecar uses, in an order that
+# works (incluster_config takes Configuration from kubernetes.client, set there first).
 PACKAGES = ("kubernetes", "kubernetes.client", "kubernetes.config", "kubernetes.utils")
-# The modules the sidecar uses, in an order that works (incluster_config imports
-# Configuration from kubernetes.client, set there after the first).
 MODULES = (
     "kubernetes.client.configuration",
     "kubernetes.client.exceptions",
@@ -48,11 +42,7 @@ class LayoutError(ImportError):
 
 
 def import_client_lightly(environ: Mapping[str, str]) -> str | None:
-    """In a pod, import the client's parts the sidecar uses; None, or why the whole was.
-
-    Does nothing outside a cluster (no KUBERNETES_SERVICE_HOST), or when the client is
-    already imported.
-    """
+    """In a pod, import the client's parts the sidecar uses; None, or why the whole was."""
     if not environ.get("KUBERNETES_SERVICE_HOST") or "kubernetes" in sys.modules:
         return None
     before = set(sys.modules)

@@ -1,10 +1,8 @@
 """The connection to the API server through the official client: its credentials, one GET.
 
-The sidecar makes two kinds of GET (list and watch) and parses their bodies itself, so it
-uses the client's Configuration (host, bearer token through the refresh hook the loaders
-install, so rotated tokens are read) and its REST layer (TLS, client certificates, proxies),
-not the generated API classes, which validate every call with pydantic and import every
-model they name.
+Two kinds of GET (list and watch) whose bodies the sidecar parses itself: the client's
+Configuration (host, a bearer token its loaders refresh) and REST layer (TLS, client
+certificates, proxies), not its generated API classes (pydantic, every model imported).
 """
 
 from __future__ import annotations
@@ -27,9 +25,7 @@ if TYPE_CHECKING:
     import urllib3
 
 log = structlog.get_logger("sidecar.kube")
-
-# The same version as pyproject.toml's (tests/unit/api/test_connection.py holds them equal).
-USER_AGENT = "podlister-sidecar/0.1.0"
+USER_AGENT = "podlister-sidecar/0.1.0"  # pyproject.toml's version (test_connection holds it)
 Timeout = tuple[float, float]
 
 
@@ -54,10 +50,7 @@ class Connection:
     def get(
         self, path: str, query: Mapping[str, str], timeout: Timeout
     ) -> urllib3.BaseHTTPResponse:
-        """The response to GET path?query, its body unread; ApiError for any non-2xx.
-
-        The body of an error is read so that the error carries the Status's message.
-        """
+        """The response to GET path?query, body unread; ApiError for any non-2xx."""
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         # auth_settings() reads the token through the refresh hook the loaders install
         # (the kubelet rotates projected tokens; exec plugins expire).
@@ -85,9 +78,9 @@ class Connection:
 
 
 def connect(environ: Mapping[str, str]) -> Connection:
-    """In-cluster config when KUBERNETES_SERVICE_HOST is set, else the standard kubeconfig.
+    """In-cluster config when KUBERNETES_SERVICE_HOST is set, else the kubeconfig.
 
-    Nothing here touches the network, so the sidecar starts even when the API is down.
+    Nothing here touches the network: the sidecar starts even when the API is down.
     """
     configuration = Configuration()
     try:

@@ -1,10 +1,8 @@
 """The list and watch requests for one Service's endpoints (client-go's ListerWatcher).
 
-The official client's ``Watch.stream`` neither lists nor recovers from 410, and its model
-deserialisation costs ~10x more per event than ``json.loads``; so the list and watch are
-GETs through the connection, and the raw JSON goes to ``stream``. Every failure comes out
-as an ``ApiError`` naming the verb and the resource. ``interrupt()`` from another thread
-ends a blocked read at once.
+The client's ``Watch.stream`` neither lists nor recovers from 410, and its models cost ~10x
+``json.loads`` per event: so two GETs, their raw JSON to ``stream``, every failure an
+``ApiError`` naming verb and resource. ``interrupt()`` from another thread ends a read.
 """
 
 from __future__ import annotations
@@ -106,11 +104,7 @@ class ListerWatcher:
     def _request(
         self, api: Source, verb: str, **params: Param
     ) -> Iterator[urllib3.BaseHTTPResponse]:
-        """GET the Service's objects of api, held for interrupt() while the caller reads.
-
-        Whatever fails in the request or while its body is read is an ApiError that names
-        the verb and the resource.
-        """
+        """GET the Service's objects of api, held for interrupt() while the caller reads."""
         path, resource = _PATHS[api], RESOURCES[api]
         try:
             response = self._connection.get(

@@ -1,9 +1,8 @@
 """List, then watch, a Service's endpoints and hand every change on (client-go's Reflector).
 
-The loop owns neither the requests nor the policy: lists and watches come from a source
-(``listwatch.ListerWatcher``, or a script in the tests), the slices live in a store, every
-failure is an ``ApiError`` whose kind picks a rule of ``policy.RULES``, and the state goes to
-a sink (the publisher).
+The loop owns neither the requests nor the policy: they come from a source (ListerWatcher,
+or a script in the tests), each failure's kind picks a rule of ``policy.RULES``, and the
+state goes to a sink (the publisher).
 """
 
 from __future__ import annotations
@@ -32,9 +31,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("sidecar.watch")
 
-# A watch that ends this quickly without a single line is an error, not a timeout: resuming
-# at once would be a hot loop.
-MIN_HEALTHY_WATCH = 1.0
+MIN_HEALTHY_WATCH = 1.0  # a watch ending sooner without a line is an error: no hot loop
 WORKER = "watch"
 
 
@@ -67,10 +64,7 @@ class Sink(Protocol):
 
 
 class Reflector:
-    """Keeps the Service's endpoints in memory and hands every change on.
-
-    ``run()`` in its own thread; ``stop()`` from any other.
-    """
+    """Keeps the Service's endpoints in memory and hands every change on (run in a thread)."""
 
     def __init__(  # noqa: PLR0913 - keyword-only wiring of collaborators
         self,
@@ -145,10 +139,7 @@ class Reflector:
             self._sink.set_stale(None)
 
     def _list(self) -> None:
-        """The whole state, from the EndpointSlices, or v1 Endpoints where those are absent.
-
-        A very old or stripped-down cluster answers 404; the change to Endpoints is said once.
-        """
+        """The whole state: the EndpointSlices, or v1 Endpoints where their API answers 404."""
         try:
             api, (views, version) = Source.ENDPOINT_SLICES, self._list_all(Source.ENDPOINT_SLICES)
         except ApiError as exc:
@@ -190,10 +181,9 @@ class Reflector:
             with self._source.watch(
                 self._api, self._resource_version, self._watch_timeout
             ) as stream:
-                # Accepted: the API server is there. If the stream then stays silent past the
-                # idle timeout (a quiet namespace without bookmarks, or a stalled
-                # connection), that is no outage: re-watch at once, without a backoff or a
-                # stale page.
+                # Accepted: the API server is there. A stream that then stays silent past the
+                # idle timeout (no bookmarks, or a stalled connection) is no outage:
+                # re-watch at once, without a backoff or a stale page.
                 accepted = True
                 self._reached()
                 for line in stream:

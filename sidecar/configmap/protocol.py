@@ -1,8 +1,7 @@
-"""What the sidecar and its template child say to each other: JSON frames over pipes.
+"""What the sidecar and its template child say to each other: a JSON object per line.
 
-A frame is a 4-byte length and a JSON object. The parent asks ``compile`` (a template's
-source) or ``render`` (the page's data); the child answers ``ok``, ``html``, or ``error``
-(file, line, reason).
+The parent asks ``compile`` (a template's source) or ``render`` (the page's data); the child
+answers ``ok``, ``html``, or ``error`` (file, line, reason). JSON text holds no raw newline.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import select
-import struct
 from typing import IO, TYPE_CHECKING, Any
 
 from sidecar.page.document import PageData
@@ -20,21 +18,19 @@ from sidecar.page.membership import Membership
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-_HEADER = struct.Struct(">I")
-MAX_FRAME = 64 * 1024 * 1024  # a request of a 10,000-member page is a few MB
+MAX_LINE = 64 * 1024 * 1024  # a request of a 10,000-member page is a few MB
 
 
 class Pipe:
-    """One end of the conversation: frames read from one stream, written to the other."""
+    """One end of the conversation: lines read from one stream, written to the other."""
 
     def __init__(self, reader: IO[bytes], writer: IO[bytes]) -> None:
         """Talk over these two streams."""
         self._reader, self._writer = reader, writer
 
     def send(self, obj: dict[str, Any]) -> None:
-        """Send one object."""
-        data = json.dumps(obj, ensure_ascii=False).encode()
-        self._writer.write(_HEADER.pack(len(data)) + data)
+        """Send one object (ASCII: a lone surrogate from the API cannot break the line)."""
+        self._writer.write(json.dumps(obj).encode() + b"\n")
         self._writer.flush()
 
     def answered_within(self, timeout: float) -> bool:
@@ -42,14 +38,13 @@ class Pipe:
         return bool(select.select([self._reader], [], [], timeout)[0])
 
     def receive(self) -> dict[str, Any]:
-        """One object; EOFError at the end, ValueError for a frame that is not one."""
-        (size,) = _HEADER.unpack(self._read(_HEADER.size))
-        if size > MAX_FRAME:
-            msg = f"frame of {size} bytes"
-            raise ValueError(msg)
-        obj = json.loads(self._read(size))
+        """One object; EOFError at the end, ValueError for a line that is not one."""
+        line = self._reader.readline(MAX_LINE + 1)
+        if not line:
+            raise EOFError
+        obj = json.loads(line) if line.endswith(b"\n") else None
         if not isinstance(obj, dict):
-            msg = "frame is not a JSON object"
+            msg = "not a JSON object on one line (or a line too long)"
             raise ValueError(msg)  # noqa: TRY004 - bad input, caught with the other ValueErrors
         return obj
 
@@ -60,15 +55,6 @@ class Pipe:
                 stream.close()
             except OSError:
                 continue
-
-    def _read(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = self._reader.read(size - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return data
 
 
 def _rows(members: Iterable[Member]) -> list[list[str]]:

@@ -17,7 +17,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sidecar.page.document import PageData, scalars, template_context
-from sidecar.page.fragments import ChangeRows, Rows
+from sidecar.page.fragments import ChangeRow, Kept, change_row, member_row
 from sidecar.page.history import Change
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership
@@ -73,8 +73,8 @@ class SandboxedTemplate:
 
     template: jinja2.Template
     origin: str
-    rows: Rows = dataclasses.field(default_factory=Rows)
-    change_rows: ChangeRows = dataclasses.field(default_factory=ChangeRows)
+    rows: Kept[Member, str] = dataclasses.field(default_factory=lambda: Kept(member_row))
+    change_rows: Kept[ChangeRow, str] = dataclasses.field(default_factory=lambda: Kept(change_row))
 
     def render_html(self, data: PageData, fields: dict[str, Any]) -> str:
         """The page, piece by piece up to MAX_PAGE_CHARS; TemplateError naming file and line."""

@@ -12,13 +12,15 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
+from markupsafe import Markup
+
 from sidecar.metrics import Source
-from sidecar.page.fragments import ChangeRow, member_fields
+from sidecar.page.fragments import ChangeRow, member_arrays, member_fields, member_rows
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership
 
 if TYPE_CHECKING:
-    from sidecar.page.fragments import ChangeRows, JsonMembers, Rows
+    from sidecar.page.fragments import Kept
     from sidecar.page.history import Change
 
 JSON_FILE = "index.json"
@@ -101,7 +103,11 @@ def page_context(data: PageData, fields: dict[str, Any] | None = None) -> dict[s
 
 
 def template_context(
-    data: PageData, fields: dict[str, Any], *, rows: Rows, change_rows: ChangeRows
+    data: PageData,
+    fields: dict[str, Any],
+    *,
+    rows: Kept[Member, str],
+    change_rows: Kept[ChangeRow, str],
 ) -> dict[str, Any]:
     """A template's variables: index.json's names and fields, member_rows, change_rows.
 
@@ -125,22 +131,22 @@ def template_context(
         "members": data.membership.ready,
         "terminating": data.membership.terminating,
         "not_ready": data.membership.not_ready,
-        "member_rows": lambda members: rows.join(members, data.pod_ip),
-        "change_rows": change_rows.join,
+        "member_rows": lambda members: member_rows(rows, members, data.pod_ip),
+        "change_rows": lambda changes: Markup("".join(change_rows.take(changes))),  # noqa: S704 - escaped by change_row
     }
 
 
-def document(data: PageData, fields: dict[str, Any], pieces: JsonMembers) -> str:
+def document(data: PageData, fields: dict[str, Any], pieces: Kept[Member, tuple[str, str]]) -> str:
     """index.json, byte for byte what json.dumps(page_context(data)) gives, from kept pieces.
 
     No indent: json.dumps then uses its C encoder for the scalar part too.
     """
-    members, addresses = pieces.arrays(data.membership.ready)
+    members, addresses = member_arrays(pieces, data.membership.ready)
     lists = {
         "addresses": addresses,
         "members": members,
-        "terminating": pieces.arrays(data.membership.terminating)[0],
-        "not_ready": pieces.arrays(data.membership.not_ready)[0],
+        "terminating": member_arrays(pieces, data.membership.terminating)[0],
+        "not_ready": member_arrays(pieces, data.membership.not_ready)[0],
     }
     parts = []
     for key in (*fields, "members", "terminating", "not_ready"):

@@ -1,15 +1,10 @@
 """The pages' pieces per member and per change, built once per distinct value and kept.
 
-A change moves one pod in or out of a list of thousands; escaping and encoding every other
-member again on every change was most of a write's cost: at 10,000 members the rows through
-Jinja took ~150 ms, index.json's members ~10 ms through json, against ~15 ms for the whole
-change with the pieces kept (measured: docs/benchmarks.md). Members and changes are values
-(tuples), so each piece is kept under its value: a render looks each one up, builds only
-the new ones, and keeps only what it used (no growth over time).
-
-A fresh cache gives the full render; the same one across renders the incremental one.
-tests/unit/page/test_fragments.py proves both give the same bytes over random change
-sequences, and that the rows equal the Jinja markup they replace.
+A change moves one pod in a list of thousands; escaping and encoding every other member again
+was most of a write: at 10,000 members MEASURED (docs/benchmarks.md). Members and changes are
+tuples, so each piece is kept under its value; a render builds only new ones and keeps only
+what it used. tests/unit/page/test_fragments.py holds a kept render byte-equal to a fresh one
+over random change sequences, and the rows equal to the Jinja markup they replace.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 from markupsafe import Markup, escape
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from sidecar.page.member import Member
 
@@ -109,10 +104,22 @@ class ChangeRow(NamedTuple):
 class Kept(Generic[Key, Piece]):
     """Pieces of the last render by key: a render takes what it finds, finish() drops the rest."""
 
-    def __init__(self) -> None:
-        """Empty: the first render builds every piece."""
+    def __init__(self, build: Callable[[Key], Piece]) -> None:
+        """Empty: the first render builds every piece with build."""
+        self._build = build
         self._kept: dict[Key, Piece] = {}
         self._used: dict[Key, Piece] = {}
+
+    def take(self, keys: Iterable[Key]) -> list[Piece]:
+        """The piece of each key, kept from the last render or built (one loop: 10,000 keys)."""
+        kept, used, build = self._kept, self._used, self._build
+        pieces = []
+        for key in keys:
+            piece = used.get(key)
+            if piece is None:
+                piece = used[key] = kept.pop(key, None) or build(key)
+            pieces.append(piece)
+        return pieces
 
     def finish(self) -> None:
         """End of a render: keep what it used, drop what it did not (pods that left)."""
@@ -123,53 +130,20 @@ class Kept(Generic[Key, Piece]):
         return len(self._kept)
 
 
-class Rows(Kept["Member", str]):
-    """The packaged page's <li> rows of members."""
-
-    def join(self, members: Iterable[Member], self_ip: str) -> Markup:
-        """The rows of a list, each kept from the last render where the member is unchanged."""
-        kept, used = self._kept, self._used
-        parts = []
-        for member in members:
+def member_rows(kept: Kept[Member, str], members: Sequence[Member], self_ip: str) -> Markup:
+    """The <li> rows of a list, this pod's marked (escaped by member_row)."""
+    rows = kept.take(members)
+    if self_ip:
+        for index, member in enumerate(members):
             if member.address == self_ip:  # one per page: not worth keeping
-                parts.append(member_row(member, is_self=True))
-                continue
-            row = used.get(member)
-            if row is None:
-                row = kept.pop(member, None) or member_row(member)
-                used[member] = row
-            parts.append(row)
-        return Markup("".join(parts))  # noqa: S704 - every part is escaped by member_row
+                rows[index] = member_row(member, is_self=True)
+    return Markup("".join(rows))  # noqa: S704 - every part is escaped by member_row
 
 
-class ChangeRows(Kept["ChangeRow", str]):
-    """The packaged page's <li> rows of "Recent changes"."""
-
-    def join(self, changes: Iterable[ChangeRow]) -> Markup:
-        """The rows of the history, each kept from the last render where it is unchanged."""
-        kept, used = self._kept, self._used
-        parts = []
-        for change in changes:
-            row = used.get(change)
-            if row is None:
-                row = kept.pop(change, None) or change_row(change)
-                used[change] = row
-            parts.append(row)
-        return Markup("".join(parts))  # noqa: S704 - every part is escaped by change_row
-
-
-class JsonMembers(Kept["Member", tuple[str, str]]):
-    """index.json's member objects and addresses."""
-
-    def arrays(self, members: Iterable[Member]) -> tuple[str, str]:
-        """JSON arrays of the members and of their addresses, as json.dumps encodes them."""
-        kept, used = self._kept, self._used
-        objects, addresses = [], []
-        for member in members:
-            pair = used.get(member)
-            if pair is None:
-                pair = kept.pop(member, None) or member_json(member)
-                used[member] = pair
-            objects.append(pair[0])
-            addresses.append(pair[1])
-        return "[" + ", ".join(objects) + "]", "[" + ", ".join(addresses) + "]"
+def member_arrays(
+    kept: Kept[Member, tuple[str, str]], members: Iterable[Member]
+) -> tuple[str, str]:
+    """JSON arrays of the members and of their addresses, as json.dumps encodes them."""
+    pairs = kept.take(members)
+    objects = ", ".join([pair[0] for pair in pairs])
+    return f"[{objects}]", "[" + ", ".join([pair[1] for pair in pairs]) + "]"

@@ -1,8 +1,7 @@
 """Turns the newest state into pages on disk, in one thread: coalesced, retried, never lost.
 
 The watch hands it snapshots and whether the API is reachable, the template watcher new
-templates; it writes whenever there is news, at most every MIN_WRITE_INTERVAL in a burst, and
-retries a failed write with a backoff.
+templates; it writes when there is news, at most every MIN_WRITE_INTERVAL in a burst.
 """
 
 from __future__ import annotations
@@ -28,8 +27,7 @@ if TYPE_CHECKING:
 
     from sidecar.config import Settings
     from sidecar.health.state import HealthState
-    from sidecar.metrics import Metrics, Source
-    from sidecar.page.history import Change
+    from sidecar.metrics import Metrics
     from sidecar.page.membership import Snapshot
     from sidecar.page.previous import PreviousPage
     from sidecar.page.render import PackagedPage, PageTemplate
@@ -60,20 +58,14 @@ class Publisher:
         previous: PreviousPage | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Wire the publisher; nothing is written before there is news.
-
-        ``template``: a template of the user's own (default: the packaged page, which also
-        renders when that one fails); ``previous``: an earlier run's page, served until the
-        first list, and where the history goes on.
-        """
+        """Nothing written before there is news; ``previous``: an earlier run's page."""
         self._settings = settings
         self._health, self._metrics = health, metrics
         self._stop, self._clock = stop_event, clock
         self._wake = threading.Condition()
         self._snapshot: Snapshot | None = None
         self._stale_since: dt.datetime | None = None
-        # A template handed over by the template watcher, not yet in use.
-        self._next_template: PageTemplate | None = None
+        self._handed: PageTemplate | None = None  # by the template watcher, not yet in use
         self._dirty = False
         self._not_before = 0.0
         self._backoff = Backoff(cap=WRITE_BACKOFF_CAP)
@@ -108,7 +100,7 @@ class Publisher:
     def set_template(self, template: PageTemplate | None) -> None:
         """Render with a new, validated template (None: the packaged page) from the next page."""
         with self._wake:
-            unused, self._next_template = self._next_template, template or self._packaged
+            unused, self._handed = self._handed, template or self._packaged
             self._dirty = self._has_page()
             self._wake.notify()
         if unused is not None and unused is not self._packaged:
@@ -137,8 +129,8 @@ class Publisher:
                 if self._stop.is_set():
                     return
                 self._health.beat(WORKER)
-                snapshot, stale, handed = self._snapshot, self._stale_since, self._next_template
-                self._next_template = None
+                snapshot, stale, handed = self._snapshot, self._stale_since, self._handed
+                self._handed = None
                 self._dirty = False
             if handed is not None:
                 self._use(handed)
@@ -149,11 +141,8 @@ class Publisher:
 
     def _publish(self, snapshot: Snapshot | None, stale: dt.datetime | None) -> None:
         if snapshot is not None:
-            current, source, received_at = (
-                membership(snapshot.views),
-                snapshot.source,
-                snapshot.received_at,
-            )
+            current, source = membership(snapshot.views), snapshot.source
+            received_at = snapshot.received_at
         elif self._previous is not None:
             current, source = self._previous.membership, self._previous.source
             received_at = self._clock()
@@ -162,13 +151,34 @@ class Publisher:
         state = (current, self._template, source, stale)
         if state == self._published:
             return
-        if snapshot is not None:
-            change = self._history.note(current.addresses, dt.datetime.now(dt.UTC))
-            if change is not None:
-                _log_change(change, current)
-        written = self._write(self._page_data(current, source, stale))
+        change = (
+            self._history.note(current.addresses, dt.datetime.now(dt.UTC)) if snapshot else None
+        )
+        if change is not None:  # the one info line of a change
+            log.info(
+                "membership_changed",
+                added=change.added,
+                added_count=change.added_count,
+                removed=change.removed,
+                removed_count=change.removed_count,
+                ready=len(current.ready),
+                terminating=len(current.terminating),
+            )
+        data = PageData(
+            service=self._settings.service,
+            namespace=self._settings.namespace,
+            membership=current,
+            generated_at=dt.datetime.now(dt.UTC),
+            pod_name=self._settings.pod_name,
+            pod_ip=self._settings.pod_ip,
+            source=source,
+            changes=self._history.entries,
+            stale_since=stale,
+        )
+        written = self._write(data)
         if written is not None:
-            self._written(current, (current, self._template, source, stale), received_at, written)
+            self._published = (current, self._template, source, stale)
+            self._written(current, received_at, written)
 
     def _write(self, data: PageData) -> list[str] | None:
         """Write data with the template in use, or the one that replaces it if it fails."""
@@ -188,21 +198,6 @@ class Publisher:
             if template is not self._packaged:
                 self._keep_as_last_good(template)
             return written
-
-    def _page_data(
-        self, current: Membership, source: Source, stale: dt.datetime | None
-    ) -> PageData:
-        return PageData(
-            service=self._settings.service,
-            namespace=self._settings.namespace,
-            membership=current,
-            generated_at=dt.datetime.now(dt.UTC),
-            pod_name=self._settings.pod_name,
-            pod_ip=self._settings.pod_ip,
-            source=source,
-            changes=self._history.entries,
-            stale_since=stale,
-        )
 
     def _use(self, template: PageTemplate) -> None:
         """Render with template from now on; the one replaced is closed unless kept."""
@@ -225,16 +220,9 @@ class Publisher:
         self._metrics.errors.labels(ErrorKind.TEMPLATE).inc()
         log.error("template_rejected", **exc.fields(), keeping=self._template.origin)
 
-    def _written(
-        self,
-        current: Membership,
-        state: tuple[object, ...],
-        received_at: float,
-        written: list[str],
-    ) -> None:
+    def _written(self, current: Membership, received_at: float, written: list[str]) -> None:
         now = self._clock()
         self._not_before = now + MIN_WRITE_INTERVAL
-        self._published = state
         self._backoff.reset()
         self._health.write_succeeded()
         latency = now - received_at
@@ -268,16 +256,3 @@ class Publisher:
             reason=exc.cause.strerror,
             retry_in=round(delay, 2),
         )
-
-
-def _log_change(change: Change, current: Membership) -> None:
-    """The ready set changed: the one info line of a change, with who came and went."""
-    log.info(
-        "membership_changed",
-        added=change.added,
-        added_count=change.added_count,
-        removed=change.removed,
-        removed_count=change.removed_count,
-        ready=len(current.ready),
-        terminating=len(current.terminating),
-    )

@@ -23,10 +23,10 @@ from sidecar.page.document import (
     template_context,
     text,
 )
-from sidecar.page.fragments import ChangeRows, Rows
+from sidecar.page.fragments import Kept, change_row, member_row
 
 if TYPE_CHECKING:
-    from sidecar.page.fragments import JsonMembers
+    from sidecar.page.member import Member
 
 TEMPLATE_NAME = "index.html.j2"
 # Served beside the pages: the packaged page's style and script. Files, not inline, so
@@ -86,7 +86,7 @@ class PackagedPage:
     def __init__(self) -> None:
         """The packaged template, no rows kept yet."""
         self.source, self._template = _packaged()
-        self._rows, self._change_rows = Rows(), ChangeRows()
+        self._rows, self._change_rows = Kept(member_row), Kept(change_row)
 
     def render_html(self, data: PageData, fields: dict[str, Any]) -> str:
         """The page; TemplateError when it would be larger than MAX_PAGE_CHARS."""
@@ -104,7 +104,9 @@ class PackagedPage:
         """Nothing to release."""
 
 
-def render_files(data: PageData, page: PageTemplate, pieces: JsonMembers) -> dict[str, bytes]:
+def render_files(
+    data: PageData, page: PageTemplate, pieces: Kept[Member, tuple[str, str]]
+) -> dict[str, bytes]:
     """The three files, by name; TemplateError if the page cannot be rendered.
 
     ``pieces``: index.json's member pieces kept from the last render (the caller keeps one).

@@ -18,7 +18,7 @@ import structlog
 
 from sidecar.metrics import ErrorKind
 from sidecar.page.document import JSON_FILE, PageData
-from sidecar.page.fragments import JsonMembers
+from sidecar.page.fragments import Kept, member_json
 from sidecar.page.render import TemplateError, page_assets, render_files
 from sidecar.page.write import WriteError, write_atomic, write_files
 
@@ -91,7 +91,7 @@ class PageWriter:
         self._folder, self._packaged, self._metrics = folder, packaged, metrics
         self._assets = page_assets()
         self._versions = DistinctVersions()
-        self._pieces = JsonMembers()
+        self._pieces = Kept(member_json)
         try:
             left = (folder / POLLED).stat()
         except OSError:

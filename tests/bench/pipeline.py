@@ -19,7 +19,7 @@ import time
 from bench.stats import percentile
 from kubestub import endpoint, endpoint_slice
 from sidecar.page.document import PageData
-from sidecar.page.fragments import JsonMembers
+from sidecar.page.fragments import Kept, member_json
 from sidecar.page.history import Change
 from sidecar.page.membership import membership, slice_view
 from sidecar.page.render import PackagedPage, render_files
@@ -59,7 +59,7 @@ def history(now: dt.datetime) -> tuple[Change, ...]:
 
 def measure(total: int, changes: int) -> tuple[list[float], list[float]]:
     """CPU and wall milliseconds of each change at total endpoints."""
-    template, pieces = PackagedPage(), JsonMembers()
+    template, pieces = PackagedPage(), Kept(member_json)
     views = {}
     for obj in slices(total, None):
         view = slice_view(json.loads(json.dumps(obj)))

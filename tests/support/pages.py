@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sidecar.page.fragments import JsonMembers
+from sidecar.page.fragments import Kept, member_json
 from sidecar.page.render import PackagedPage, render_files
 
 if TYPE_CHECKING:
@@ -14,4 +14,4 @@ if TYPE_CHECKING:
 
 def files(data: PageData, page: PageTemplate | None = None) -> dict[str, bytes]:
     """index.json, index.txt and index.html from scratch: the packaged page unless given."""
-    return render_files(data, page or PackagedPage(), JsonMembers())
+    return render_files(data, page or PackagedPage(), Kept(member_json))

@@ -3,45 +3,60 @@
 from __future__ import annotations
 
 import threading
-import time
+from typing import TYPE_CHECKING
 
-from sidecar.app import Workers
+import structlog
+
+from sidecar.app import _serve
+from sidecar.config import ExitCode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def never(stop: threading.Event) -> Callable[[], None]:
+    """A stopper that records being called by setting nothing (the event is set already)."""
+    return lambda: None if stop.is_set() else stop.set()
 
 
 def test_a_worker_that_raises_stops_the_process_and_is_named() -> None:
-    """A worker raising before stop is set sets the stop event and is recorded as died."""
+    """A worker raising before stop is set sets the stop event, is logged and named, and the
+    process exits 1.
+    """
     stop = threading.Event()
-    workers = Workers(stop)
 
     def broken() -> None:
         raise RuntimeError("bug")
 
-    workers.start("watch", broken)
-    assert stop.wait(timeout=5), "a dying worker must set the stop event"
-    workers.join(deadline=time.monotonic() + 5)
-    assert workers.died == ["watch"]
+    with structlog.testing.capture_logs() as logs:
+        code = _serve(stop, {"watch": (broken, never(stop))})
+    assert code == ExitCode.FAILURE
+    assert [line["workers"] for line in logs if line["event"] == "worker_died"] == [["watch"]]
+    assert [line["worker"] for line in logs if line["event"] == "worker_crashed"] == ["watch"]
 
 
 def test_a_worker_that_returns_early_also_stops_the_process() -> None:
     """A worker returning although nobody asked it to stop counts as died as well."""
     stop = threading.Event()
-    workers = Workers(stop)
-    workers.start("publish", lambda: None)
-    assert stop.wait(timeout=5)
-    workers.join(deadline=time.monotonic() + 5)
-    assert workers.died == ["publish"]
+    assert _serve(stop, {"publish": (lambda: None, never(stop))}) == ExitCode.FAILURE
 
 
 def test_workers_that_end_after_stop_are_not_counted_as_died() -> None:
-    """Workers that return because stop was set are an orderly exit, not a failure."""
+    """Workers that return because stop was set are an orderly exit, not a failure; each
+    worker's stopper is called.
+    """
     stop = threading.Event()
-    workers = Workers(stop)
+    stopped: list[str] = []
 
     def until_stopped() -> None:
         stop.wait(timeout=5)
 
-    for name in ("publish", "watch"):
-        workers.start(name, until_stopped)
-    stop.set()
-    workers.join(deadline=time.monotonic() + 5)
-    assert workers.died == []
+    def stopper(name: str) -> Callable[[], None]:
+        return lambda: stopped.append(name)
+
+    workers = {
+        "publish": (stop.set, stopper("publish")),
+        "watch": (until_stopped, stopper("watch")),
+    }
+    assert _serve(stop, workers) == ExitCode.OK
+    assert stopped == ["publish", "watch"]

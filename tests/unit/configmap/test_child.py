@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import struct
 from typing import TYPE_CHECKING, Any
 
 from sidecar.configmap import child
@@ -22,11 +21,7 @@ ORIGIN = "/etc/podlister/page/index.html.j2"
 
 
 def frames(*objects: dict[str, Any]) -> bytes:
-    out = b""
-    for obj in objects:
-        data = json.dumps(obj).encode()
-        out += struct.pack(">I", len(data)) + data
-    return out
+    return b"".join(json.dumps(obj).encode() + b"\n" for obj in objects)
 
 
 def data(*addresses: str) -> PageData:

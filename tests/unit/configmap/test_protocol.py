@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from sidecar.configmap.protocol import MAX_FRAME, Pipe, page_data, render_request
+from sidecar.configmap.protocol import MAX_LINE, Pipe, page_data, render_request
 from sidecar.page.document import PageData, scalars
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership
@@ -32,14 +32,9 @@ def test_objects_cross_a_pipe_whole() -> None:
             receiving.receive()
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [(MAX_FRAME + 1).to_bytes(4, "big"), (4).to_bytes(4, "big") + b"[1] ", b"\x00\x00\x00\x03{}"],
-)
-def test_a_frame_that_is_not_one_is_refused(raw: bytes) -> None:
-    """A frame larger than MAX_FRAME, or not a JSON object, is a ValueError; a frame cut
-    short is EOFError.
-    """
+@pytest.mark.parametrize("raw", [b"x" * (MAX_LINE + 2) + b"\n", b"[1]\n", b'{"cut": '])
+def test_a_line_that_is_not_one_is_refused(raw: bytes) -> None:
+    """A line longer than MAX_LINE, not a JSON object, or cut short is a ValueError."""
     with pytest.raises((ValueError, EOFError)):
         Pipe(io.BytesIO(raw), io.BytesIO()).receive()
 

@@ -16,7 +16,7 @@ from sidecar.page.document import (
     text,
     timestamp,
 )
-from sidecar.page.fragments import ChangeRow, ChangeRows, JsonMembers, Rows
+from sidecar.page.fragments import ChangeRow, Kept, change_row, member_json, member_row
 from sidecar.page.history import Change
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership
@@ -42,7 +42,7 @@ def test_the_document_is_json_dumps_of_its_definition() -> None:
     """
     fields = scalars(DATA)
     assert (
-        document(DATA, fields, JsonMembers())
+        document(DATA, fields, Kept(member_json))
         == json.dumps(page_context(DATA), ensure_ascii=False) + "\n"
     )
     assert text(fields) == "10.0.0.1\nfd00::1\n"
@@ -60,7 +60,9 @@ def test_a_templates_variables_are_the_documents_names() -> None:
     """The context holds index.json's keys; changes are ChangeRow tuples; member_rows marks
     this pod's row.
     """
-    context = template_context(DATA, scalars(DATA), rows=Rows(), change_rows=ChangeRows())
+    context = template_context(
+        DATA, scalars(DATA), rows=Kept(member_row), change_rows=Kept(change_row)
+    )
     assert set(page_context(DATA)) <= set(context)
     assert context["changes"] == (ChangeRow(timestamp(MOMENT), ("10.0.0.1",), (), 1, 0),)
     rows = str(context["member_rows"](context["members"]))

@@ -13,7 +13,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sidecar.configmap.sandbox import compile_template
 from sidecar.page.document import PageData, page_context, scalars, template_context
-from sidecar.page.fragments import ChangeRows, JsonMembers, Rows
+from sidecar.page.fragments import (
+    Kept,
+    change_row,
+    member_arrays,
+    member_json,
+    member_row,
+    member_rows,
+)
 from sidecar.page.history import Change
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership
@@ -68,7 +75,7 @@ def test_incremental_render_equals_full_render(seed: int) -> None:
     starts afresh, and index.json is exactly json.dumps of the documented document.
     """
     rng = random.Random(seed)
-    page, kept = PackagedPage(), JsonMembers()
+    page, kept = PackagedPage(), Kept(member_json)
     ready = [random_member(rng, i) for i in range(60)]
     others = [random_member(rng, 1000 + i) for i in range(5)]
     for step in range(150):
@@ -98,7 +105,7 @@ def test_rows_equal_the_jinja_markup_they_replace() -> None:
     environment = ImmutableSandboxedEnvironment(autoescape=True)
     reference = environment.from_string(REFERENCE_ROWS.read_text(encoding="utf-8").rstrip("\n"))
     for self_ip in ("", members[0].address, members[150].address):
-        assert str(Rows().join(members, self_ip)) == reference.render(
+        assert str(member_rows(Kept(member_row), members, self_ip)) == reference.render(
             items=members, self_ip=self_ip
         )
 
@@ -126,27 +133,27 @@ def test_change_rows_equal_the_jinja_markup_they_replace() -> None:
     rng = random.Random(5)
     environment = ImmutableSandboxedEnvironment(autoescape=True)
     reference = environment.from_string(REFERENCE_CHANGES.read_text(encoding="utf-8").rstrip("\n"))
-    kept = ChangeRows()
+    kept = Kept(change_row)
     for _ in range(300):
         data = dataclasses.replace(random_data(rng, [], []), changes=random_changes(rng))
-        context = template_context(data, scalars(data), rows=Rows(), change_rows=kept)
+        context = template_context(data, scalars(data), rows=Kept(member_row), change_rows=kept)
         rows = context["changes"]
         expected = reference.render(changes=rows)
-        assert str(kept.join(rows)) == expected
-        assert str(ChangeRows().join(rows)) == expected
+        assert "".join(kept.take(rows)) == expected
+        assert "".join(Kept(change_row).take(rows)) == expected
         kept.finish()
 
 
 def test_only_the_pieces_of_the_last_render_are_kept() -> None:
     """Pieces of members that left are dropped: what is kept follows the page, never grows."""
     rng = random.Random(3)
-    rows, pieces = Rows(), JsonMembers()
+    rows, pieces = Kept(member_row), Kept(member_json)
     for members in (
         [random_member(rng, i) for i in range(200)],
         [random_member(rng, 5000 + i) for i in range(10)],
     ):
-        rows.join(members, self_ip="")
-        pieces.arrays(members)
+        member_rows(rows, members, self_ip="")
+        member_arrays(pieces, members)
         rows.finish()
         pieces.finish()
     assert len(rows) == len(pieces) == 10
@@ -181,6 +188,8 @@ def test_changes_as_objects_render_as_the_dicts_did() -> None:
             changes=random_changes(rng),
         )
         fields = scalars(data)
-        as_objects = template_context(data, fields, rows=Rows(), change_rows=ChangeRows())
+        as_objects = template_context(
+            data, fields, rows=Kept(member_row), change_rows=Kept(change_row)
+        )
         as_dicts = {**as_objects, "changes": fields["changes"]}
         assert loop.template.render(as_objects) == loop.template.render(as_dicts)
