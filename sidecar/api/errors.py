@@ -1,9 +1,8 @@
 """Every way a list or a watch can fail, as one exception type with a kind.
 
-Whatever goes wrong (an HTTP status, an ERROR event in a stream, a dropped connection, data
-we cannot use) becomes an ``ApiError`` naming its kind, the request's verb and resource, and
-any wait the server asked for; ``policy.RULES`` says what the loop does about each kind
-(kopf's ``_cogs/clients/errors.py`` is the model).
+An HTTP status, an ERROR event, a dropped connection, data we cannot use: each becomes an
+``ApiError`` naming its kind, verb, resource and any wait the server asked for;
+``policy.RULES`` says what the loop does about each kind (kopf's errors are the model).
 """
 
 from __future__ import annotations

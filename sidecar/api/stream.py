@@ -1,7 +1,6 @@
 """Reading the API's raw responses: watch lines and list bodies, each capped in size.
 
-Pure parsing of one watch line into an event is here too, so it can be fuzzed without a
-server: any input gives an Event or raises Malformed, nothing else.
+Pure, so fuzzed without a server: any line gives an Event or raises Malformed, nothing else.
 """
 
 from __future__ import annotations

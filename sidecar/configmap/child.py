@@ -1,9 +1,7 @@
 """The template child: ``python -m sidecar.configmap.child``, one per template of the user's.
 
-It compiles the template in the sandbox and renders it on request, under limits the kernel
-enforces: its address space (RLIMIT_AS) and, for each request, the CPU time it may use
-(RLIMIT_CPU, set to what it used plus MAX_RENDER_SECONDS). A template that breaks one kills
-or fails only this process.
+It compiles and renders the template in the sandbox under limits the kernel enforces: its
+address space (RLIMIT_AS) and, per request, MAX_RENDER_SECONDS more CPU time (RLIMIT_CPU).
 """
 
 from __future__ import annotations

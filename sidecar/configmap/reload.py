@@ -31,10 +31,9 @@ class TemplateSink(Protocol):
 
 
 def first_template(template_dir: Path, metrics: Metrics) -> PageTemplate | None:
-    """The folder's template, or None (the packaged page) when it has none or it is broken.
+    """The folder's template; None (the packaged page) when it has none or it is broken.
 
-    A broken ConfigMap must not crash-loop every new pod: they start with the packaged
-    page, and the template watcher applies the fix when it comes.
+    A broken ConfigMap must not crash-loop new pods: the watcher applies the fix later.
     """
     try:
         return load_template(template_dir)

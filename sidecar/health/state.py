@@ -15,12 +15,9 @@ if TYPE_CHECKING:
 class HealthState:
     """What the probes report, updated by the workers and the publisher.
 
-    Live: no worker is stuck. Each worker beats while it works (a watch line, a retry, a
-    write) and says when it waits for news with no bound; one whose last beat is older than
-    ``stuck_after`` while it is not waiting is stuck. An unreachable API is not a stuck
-    process: the watch keeps beating while it backs off, and restarting would not help.
-    Ready: a page exists (written now, or left by an earlier run) and the latest write
-    succeeded.
+    Live: no worker is stuck, i.e. silent for ``stuck_after`` while not waiting for news (an
+    unreachable API is not stuck: the watch beats at every retry; a restart would not help).
+    Ready: a page exists (written, or left by an earlier run) and the last write succeeded.
     """
 
     def __init__(

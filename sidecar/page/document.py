@@ -1,8 +1,7 @@
 """The page's data and index.json's format: the file names, the document, its timestamps.
 
-What index.json holds is defined here once (``page_context``), built from kept pieces
-(``document``) and read back at start (``previous``); a template's variables are the same
-names (``template_context``).
+index.json is defined here once (``page_context``), built from kept pieces (``document``),
+read back at start (``previous``); a template's variables are the same names.
 """
 
 from __future__ import annotations
@@ -90,10 +89,7 @@ def scalars(data: PageData) -> dict[str, Any]:
 
 
 def page_context(data: PageData, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The document index.json holds, as one dict: its definition.
-
-    ``document`` assembles the same bytes from kept pieces; the tests hold the two equal.
-    """
+    """The document index.json holds, as one dict: its definition (``document`` is it)."""
     return {
         **(fields or scalars(data)),
         "members": _members(data.membership.ready),
@@ -109,12 +105,11 @@ def template_context(
     rows: Kept[Member, str],
     change_rows: Kept[ChangeRow, str],
 ) -> dict[str, Any]:
-    """A template's variables: index.json's names and fields, member_rows, change_rows.
+    """A template's variables: index.json's names, member_rows() and change_rows().
 
-    Members and changes are tuples with those fields as attributes (Jinja looks ``x.address``
-    up with getattr first; on a dict every lookup raises and catches an AttributeError).
-    ``member_rows(members)`` and ``change_rows(changes)`` give the packaged page's <li>
-    rows, kept between renders by the caller's ``rows`` and ``change_rows``.
+    The helpers give the packaged page's <li> rows, kept in ``rows`` and ``change_rows``.
+    Members and changes are tuples (Jinja looks ``x.address`` up with getattr first: on a
+    dict every lookup raises and catches an AttributeError).
     """
     return {
         **fields,
@@ -137,10 +132,7 @@ def template_context(
 
 
 def document(data: PageData, fields: dict[str, Any], pieces: Kept[Member, tuple[str, str]]) -> str:
-    """index.json, byte for byte what json.dumps(page_context(data)) gives, from kept pieces.
-
-    No indent: json.dumps then uses its C encoder for the scalar part too.
-    """
+    """index.json, byte for byte json.dumps(page_context(data)) (no indent: the C encoder)."""
     members, addresses = member_arrays(pieces, data.membership.ready)
     lists = {
         "addresses": addresses,

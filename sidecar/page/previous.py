@@ -1,8 +1,7 @@
 """The page an earlier run of this sidecar left in the output folder, read back at start.
 
-A restarted sidecar (liveness, OOM, node pressure) finds its emptyDir as it left it. Serving
-that page at once keeps the pod in the Service while the API is unreachable, and reading its
-history back keeps the page's recent changes across the restart.
+A restarted sidecar finds its emptyDir as it left it: serving that page at once keeps the pod
+in the Service while the API is unreachable, and its history goes on across the restart.
 """
 
 from __future__ import annotations

@@ -177,8 +177,11 @@ class Publisher:
         )
         written = self._write(data)
         if written is not None:
-            self._published = (current, self._template, source, stale)
-            self._written(current, received_at, written)
+            first, self._published = (
+                self._published is None,
+                (current, self._template, source, stale),
+            )
+            self._written(current, received_at, written, first=first)
 
     def _write(self, data: PageData) -> list[str] | None:
         """Write data with the template in use, or the one that replaces it if it fails."""
@@ -220,7 +223,9 @@ class Publisher:
         self._metrics.errors.labels(ErrorKind.TEMPLATE).inc()
         log.error("template_rejected", **exc.fields(), keeping=self._template.origin)
 
-    def _written(self, current: Membership, received_at: float, written: list[str]) -> None:
+    def _written(
+        self, current: Membership, received_at: float, written: list[str], *, first: bool
+    ) -> None:
         now = self._clock()
         self._not_before = now + MIN_WRITE_INTERVAL
         self._backoff.reset()
@@ -235,7 +240,9 @@ class Publisher:
             ("not_ready", current.not_ready),
         ):
             self._metrics.endpoints.labels(name).set(len(members))
-        log.debug(
+        # The first page is an info line (the pod is served from then on); later writes, a
+        # few per change, are debug: at info a change is its membership_changed line.
+        (log.info if first else log.debug)(
             "write",
             addresses=len(current.ready),
             files=written,

@@ -73,9 +73,8 @@ def _unchanged(path: Path, data: bytes) -> bool:
 def write_atomic(path: Path, data: bytes, *, mtime_ns: int | None = None) -> bool:
     """Replace path with data unless it already holds exactly that; True when written.
 
-    No fsync: the folder is an emptyDir that does not outlive the pod, and the rename alone
-    is what makes the swap atomic for readers. ``mtime_ns`` sets the modification time
-    (nginx's Last-Modified and half its ETag) to the moment the caller chose.
+    No fsync: an emptyDir does not outlive the pod; the rename alone makes the swap atomic.
+    ``mtime_ns``: the modification time (nginx's Last-Modified, half its ETag) to set.
     """
     if _unchanged(path, data):
         return False
