@@ -36,10 +36,11 @@ _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # The file the live page polls with If-None-Match: each version needs its own ETag.
 POLLED = JSON_FILE
 # A render of 10,000 members builds and frees a few MB of strings (index.html and index.json
-# are ~1 MB each). glibc then raises its mmap threshold and keeps the freed heap pages: in a
-# pod (in-cluster) RSS after 40 changes at 10,000 members was 60.6 MiB, 46.3 MiB with a trim
-# after each such page, against the container's 160 Mi, for ~2.6 ms more per change of ~25
-# (measured: docs/benchmarks.md). Smaller pages (1,000 members: ~0.2 MB) are not worth it.
+# are ~1 MB each), beside the list's parsed JSON. glibc then raises its mmap threshold and keeps
+# the freed heap pages: in-cluster on the real control plane, RSS at 10,000 endpoints was 57.8 MiB
+# without a trim, 43.8 MiB with one after each such page, against the container's 160 Mi, for
+# ~4 ms more per change of ~32 (medians of 3 runs: docs/benchmarks.md). Smaller pages (1,000
+# members: ~0.2 MB) are not worth it.
 TRIM_FROM_BYTES = 1024 * 1024
 
 
