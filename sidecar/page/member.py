@@ -17,3 +17,6 @@ class Member(NamedTuple):
     pod: str = ""
     node: str = ""
     zone: str = ""
+    serving: bool = True
+    """kube-proxy would send it traffic: ready, or terminating but still serving (it does,
+    when no endpoint of the Service is ready: a rollout without surge)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -38,6 +39,8 @@ class SliceView:
     invalid_addresses: tuple[str, ...] = ()
     malformed: tuple[str, ...] = ()
     """What else was wrong (conditions that are not booleans, names cut): logged, not fatal."""
+    text: int = 0
+    """Characters of its members' addresses and names: what a page of them weighs."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,6 +50,8 @@ class Membership:
     ready: tuple[Member, ...] = ()
     terminating: tuple[Member, ...] = ()
     not_ready: tuple[Member, ...] = ()
+    text: int = dataclasses.field(default=0, compare=False)
+    """Characters of the members' addresses and names (their slices', so at least this)."""
     addresses: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
     """The ready addresses, the list the page is about (computed once: it is read often)."""
 
@@ -59,28 +64,57 @@ class Membership:
 MAX_NAME = 253
 
 
-def _sort_key(address: str, family: int | None = None) -> tuple[str, SortKey] | None:
-    """Normalise an address and give its sort key; None when the API would not accept it.
+# IPv4 as kube-proxy's ParseIPSloppy reads it: four decimal octets, leading zeros allowed (the
+# API took "010.0.0.1" until 1.23's stricter validation; such objects still exist).
+_SLOPPY_V4 = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)")
 
-    As the API validates an endpoint's IP: of the slice's family, no IPv6 scope id (``%eth0``,
-    which ``ipaddress`` takes), and not unspecified, multicast or link-local. Loopback, which
-    the API refuses too, is accepted: the local cluster of the tests runs its pods there.
+
+def _sloppy_v4(text: str) -> ipaddress.IPv4Address | None:
+    found = _SLOPPY_V4.fullmatch(text)
+    octets = [int(octet) for octet in found.groups()] if found else [256]
+    return ipaddress.IPv4Address(bytes(octets)) if max(octets) <= 255 else None  # noqa: PLR2004
+
+
+def read_address(text: str, family: int | None = None) -> tuple[str, SortKey] | None:
+    """An address read as kube-proxy and CoreDNS read it, and its sort key (None: refused).
+
+    Go's ParseIPSloppy, then String(): leading zeros are decimal ("010.0.0.1" is 10.0.0.1), an
+    IPv4-mapped IPv6 address is its IPv4 form (in either family's slice: one pod, one row).
+    As the API validates: the slice's family, no scope id (``%eth0``), not unspecified,
+    multicast or link-local. Loopback, which the API refuses too, is let through: the local
+    cluster of the tests runs its pods there.
     """
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    if len(text) > 64 or not text.isascii():  # noqa: PLR2004 - longer than any address
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+    if "." in text and ":" not in text.split(".", 1)[0]:  # Go looks at the first of . and :
+        ip = _sloppy_v4(text)
+    else:
+        head, _, tail = text.rpartition(":")
+        embedded = _sloppy_v4(tail) if "." in tail else None
+        try:
+            ip = ipaddress.IPv6Address(f"{head}:{embedded}" if embedded else text)
+        except ValueError:
+            return None
+        if ip.scope_id is not None:
+            return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    if ip is None or (family is not None and ip.version != family and mapped is None):
         return None
-    if family is not None and ip.version != family:
-        return None
+    ip = mapped or ip
     if ip.is_unspecified or ip.is_multicast or ip.is_link_local:
         return None
     return str(ip), (ip.version, int(ip))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
+    """Text as it can be written: a lone surrogate (a JSON escape) becomes U+FFFD."""
+    if not isinstance(value, str):
+        return ""
+    return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
 
 
 def _name(value: object, field: str, malformed: list[str]) -> str:
@@ -139,15 +173,16 @@ def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
 
 
 def _view(name: str, family: int | None, raw_endpoints: list[Any]) -> SliceView:
-    """The endpoints of one object, each address validated for family (None: either)."""
+    """The endpoints of one object, each address read for family (None: either)."""
     endpoints: list[Endpoint] = []
     invalid: list[str] = []
     malformed: list[str] = []
     for endpoint in map(_mapping, raw_endpoints):
         conditions = _mapping(endpoint.get("conditions"))
-        # An absent or null ``ready`` means ready (API contract for EndpointConditions);
-        # anything but a boolean is malformed, and not taken for ready.
+        # As kube-proxy reads them: an absent or null ready or serving means true; anything
+        # but a boolean is malformed, and taken as false.
         ready = _condition(conditions, "ready", malformed) is not False
+        serving = _condition(conditions, "serving", malformed) is not False
         terminating = _condition(conditions, "terminating", malformed) is True
         pod = _pod_name(endpoint.get("targetRef"), malformed) or _name(
             endpoint.get("hostname"), "hostname", malformed
@@ -155,40 +190,47 @@ def _view(name: str, family: int | None, raw_endpoints: list[Any]) -> SliceView:
         node = _name(endpoint.get("nodeName"), "nodeName", malformed)
         # Set by the EndpointSlice controller from the node's topology.kubernetes.io/zone.
         zone = _name(endpoint.get("zone"), "zone", malformed)
-        for address in _sequence(endpoint.get("addresses")):
-            parsed = _sort_key(address, family) if isinstance(address, str) else None
-            if parsed is None:
-                invalid.append(str(address)[:64])
-                continue
-            text, key = parsed
-            member = Member(address=text, pod=pod, node=node, zone=zone)
-            endpoints.append(Endpoint(member, key, ready=ready, terminating=terminating))
+        # The addresses are fungible (the API's word): kube-proxy uses the first, so do we.
+        addresses = _sequence(endpoint.get("addresses"))
+        if not addresses:
+            continue  # kube-proxy ignores it too
+        address = addresses[0]
+        parsed = read_address(address, family) if isinstance(address, str) else None
+        if parsed is None:
+            invalid.append(str(address)[:64])
+            continue
+        text, key = parsed
+        # Traffic goes to a ready pod, and to a terminating one that serves (while none is ready).
+        member = Member(text, pod, node, zone, serving=serving if terminating else ready)
+        endpoints.append(Endpoint(member, key, ready=ready, terminating=terminating))
     return SliceView(
         name=name,
         endpoints=tuple(endpoints),
         invalid_addresses=tuple(invalid),
         malformed=tuple(malformed),
+        text=sum(len(e.member.pod) + len(e.member.node) + len(e.member.zone) for e in endpoints)
+        + 40 * len(endpoints),  # an address is at most 39 characters
     )
 
 
-# Lower rank wins when one address shows up in several slices (it does while it moves).
-_READY, _TERMINATING, _NOT_READY = 0, 1, 2
+# Lower rank wins when one address shows up twice: while an endpoint moves between slices,
+# and when a new pod reuses the IP of one that terminates, where kube-proxy prefers the pod
+# that is not terminating.
+_READY, _NOT_READY, _TERMINATING = 0, 1, 2
 # Sorts (sort key, member) pairs by the key alone (keys are unique: one per address); an
 # itemgetter is called from C, a lambda is a Python call per member.
 _BY_KEY = itemgetter(0)
 
 
-def membership(views: Iterable[SliceView]) -> Membership:
+def membership(views: Collection[SliceView]) -> Membership:
     """Union all slices of a Service: each address once, in its best state, sorted."""
     best: dict[str, tuple[int, SortKey, Member]] = {}
     for view in views:
         for endpoint in view.endpoints:
-            if endpoint.ready:
-                rank = _READY
-            elif endpoint.terminating:
+            if endpoint.terminating:
                 rank = _TERMINATING
             else:
-                rank = _NOT_READY
+                rank = _READY if endpoint.ready else _NOT_READY
             address = endpoint.member.address
             seen = best.get(address)
             if seen is None or rank < seen[0]:
@@ -196,10 +238,11 @@ def membership(views: Iterable[SliceView]) -> Membership:
     groups: tuple[list[tuple[SortKey, Member]], ...] = ([], [], [])
     for rank, key, member in best.values():
         groups[rank].append((key, member))
-    ready, terminating, not_ready = (
+    ready, not_ready, terminating = (
         tuple(member for _, member in sorted(group, key=_BY_KEY)) for group in groups
     )
-    return Membership(ready=ready, terminating=terminating, not_ready=not_ready)
+    text = sum(view.text for view in views)
+    return Membership(ready=ready, terminating=terminating, not_ready=not_ready, text=text)
 
 
 def parse_as(api: Source) -> Callable[[Mapping[str, Any]], SliceView]:

@@ -21,7 +21,7 @@ from kubestub import ApiStandIn, endpoint, endpoint_slice, endpoints_object
 from support.kubelet_volume import write_volume
 from support.polling import wait_until
 from support.ports import free_port
-from support.sidecar_process import PAGE_FILES, SidecarProcess, write_kubeconfig
+from support.sidecar_process import PAGE_FILES, SidecarProcess, in_private_tmpfs, write_kubeconfig
 
 Start = Callable[..., SidecarProcess]
 
@@ -349,6 +349,36 @@ def test_dual_stack_not_ready_and_terminating(api: ApiStandIn, start_sidecar: St
     sidecar.wait_metric("podlister_endpoints", 1, state="terminating")
 
 
+def test_addresses_are_read_as_kube_proxy_reads_them(api: ApiStandIn, start_sidecar: Start) -> None:
+    """What the page lists is where kube-proxy sends traffic: IPv4 text with leading zeros is
+    decimal; an IPv4-mapped address in the IPv6 slice is the IPv4 pod it names (one row, not
+    two); with every pod terminating (a rollout without surge), the ones that still serve
+    are said so in index.json and on the page.
+    """
+    api.apply(slice_of("web-v4", "010.0.0.1", "10.0.0.2"))
+    api.apply(slice_of("web-v6", "::ffff:10.0.0.1", "::ffff:10.0.0.2", address_type="IPv6"))
+    sidecar = start_sidecar()
+    sidecar.wait_page(["10.0.0.1", "10.0.0.2"])
+    api.apply(
+        endpoint_slice(
+            "web-v4",
+            service="web",
+            endpoints=[
+                endpoint("10.0.0.1", ready=False, serving=True, terminating=True),
+                endpoint("10.0.0.2", ready=False, serving=False, terminating=True),
+            ],
+        )
+    )
+    api.delete("endpointslices", "web-v6")
+    sidecar.wait_addresses([])
+    document = json.loads((sidecar.output_dir / "index.json").read_text())
+    assert [(m["address"], m["serving"]) for m in document["terminating"]] == [
+        ("10.0.0.1", True),
+        ("10.0.0.2", False),
+    ]
+    sidecar.wait_file("index.html", lambda html: "still serving" in html)
+
+
 def test_ten_thousand_endpoints(api: ApiStandIn, start_sidecar: Start) -> None:
     """10,000 endpoints in 100 slices are listed, and a change to one slice is applied."""
     for s in range(100):
@@ -412,7 +442,8 @@ def test_broken_template_at_start_serves_the_packaged_page(  # noqa: PLR0917 - f
     sidecar = started_with(
         api, start_sidecar, "10.0.0.1", extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)}
     )
-    record = sidecar.events("template_invalid")[0]
+    # Logged before the first page is written (which waits for the template's outcome).
+    (record,) = sidecar.events("template_invalid")
     assert record["file"] == str(templates / "index.html.j2")
     assert record["line"] == line
     assert reason in record["reason"]
@@ -455,15 +486,6 @@ def test_template_updates_through_configmap_symlink_swap(
 
 
 # ---- the output folder ------------------------------------------------------------------
-
-
-def in_private_tmpfs(output_dir: Path, size: str = "64k") -> list[str]:
-    """A command prefix that runs the sidecar with a small tmpfs of its own as output folder."""
-    mount = f'mount -t tmpfs -o size={size},mode=0755 podlister-test "{output_dir}" && exec "$@"'
-    prefix = ["unshare", "--mount", "--propagation", "private"]
-    if os.geteuid() != 0:
-        prefix.insert(1, "--map-root-user")
-    return [*prefix, "sh", "-c", mount, "sh"]
 
 
 def nsenter(sidecar: SidecarProcess, *command: str) -> None:
@@ -761,7 +783,13 @@ def test_a_page_too_big_for_the_folder_is_written_compact(
     sidecar.wait_page(expected, timeout=20)
     document = json.loads(sidecar.wait_file("index.json", bool))
     assert document["compact"] is True
-    assert document["members"][0] == {"address": "10.0.0.1", "pod": "", "node": "", "zone": ""}
+    assert document["members"][0] == {
+        "address": "10.0.0.1",
+        "pod": "",
+        "node": "",
+        "zone": "",
+        "serving": True,
+    }
     assert sidecar.events("write_compact")
     assert sidecar.probe("/readyz") == 200
     api.apply(slice_of("web-a", "10.0.0.1", "10.0.0.2"))

@@ -106,8 +106,12 @@ class SidecarProcess:
         health_addr: str = "127.0.0.1:0",
         extra_env: dict[str, str] | None = None,
         command_prefix: list[str] | None = None,
+        new_session: bool = False,
+        python: str = sys.executable,
     ) -> None:
-        """Prepare the environment; start() launches."""
+        """Prepare the environment; start() launches (in a session of its own: new_session,
+        so that a test can signal its process group, as a terminal does).
+        """
         self.log_path = log_path
         self.output_dir = output_dir
         self.health_addr = health_addr
@@ -126,17 +130,20 @@ class SidecarProcess:
         env.update(extra_env or {})
         self.env = env
         self.command_prefix = command_prefix or []
+        self.new_session = new_session
+        self.python = python
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SidecarProcess:
         """Launch the program; output goes to the log file."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*self.command_prefix, sys.executable, "-m", "sidecar"],
+                [*self.command_prefix, self.python, "-m", "sidecar"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=self.new_session,
             )
         return self
 
@@ -247,3 +254,12 @@ class SidecarProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(timeout=5)
+
+
+def in_private_tmpfs(output_dir: Path, size: str = "64k") -> list[str]:
+    """A command prefix that runs the sidecar with a small tmpfs of its own as output folder."""
+    mount = f'mount -t tmpfs -o size={size},mode=0755 podlister-test "{output_dir}" && exec "$@"'
+    prefix = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        prefix.insert(1, "--map-root-user")
+    return [*prefix, "sh", "-c", mount, "sh"]

@@ -14,4 +14,4 @@ def test_members_are_values() -> None:
     assert first == again
     assert hash(first) == hash(again)
     assert first._replace(pod="web-1") != first
-    assert Member("10.0.0.1") == ("10.0.0.1", "", "", "")
+    assert Member("10.0.0.1") == ("10.0.0.1", "", "", "", True)

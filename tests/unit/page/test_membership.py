@@ -17,7 +17,7 @@ from sidecar.page.membership import (
 
 
 def members(*slices: dict[str, object]) -> Membership:
-    return membership(slice_view(s) for s in slices)
+    return membership([slice_view(s) for s in slices])
 
 
 def test_union_of_slices_sorted_ipv4_before_ipv6_numerically() -> None:
@@ -272,3 +272,121 @@ def test_an_unchanged_endpoint_parses_to_an_equal_member() -> None:
                 assert hash(same.member) == hash(endpoint_.member)
                 assert same.sort_key == endpoint_.sort_key
     assert kept > 500  # unchanged endpoints were common (not only fresh ones)
+
+
+def ready_addresses(*slices: dict[str, object]) -> tuple[str, ...]:
+    return members(*slices).addresses
+
+
+def test_leading_zeros_are_decimal_as_kube_proxy_reads_them() -> None:
+    """IPv4 text with leading zeros (accepted by the API from 1.23 until its stricter
+    validation) is read as kube-proxy's ParseIPSloppy reads it, decimal; what is no address
+    at all is still refused and reported.
+    """
+    view = slice_view(
+        endpoint_slice(
+            "a",
+            service="web",
+            endpoints=[
+                endpoint("01.02.03.04"),
+                endpoint("010.000.000.011"),
+                endpoint("256.0.0.1"),
+                endpoint("1.2.3"),
+                endpoint("0x0a.0.0.1"),
+            ],
+        )
+    )
+    assert [e.member.address for e in view.endpoints] == ["1.2.3.4", "10.0.0.11"]
+    assert view.invalid_addresses == ("256.0.0.1", "1.2.3", "0x0a.0.0.1")
+
+
+def test_ipv4_mapped_addresses_are_their_ipv4_form() -> None:
+    """An IPv4-mapped IPv6 address is its IPv4 form, as kube-proxy writes it back: in an IPv6
+    slice beside the same pod's IPv4 slice it is one row, not two; in an IPv4 slice it is
+    listed; the link-local check applies to the IPv4 form.
+    """
+    v4 = endpoint_slice("a", service="web", endpoints=[endpoint("10.0.0.1", pod="web-1")])
+    v6 = endpoint_slice(
+        "b",
+        service="web",
+        address_type="IPv6",
+        endpoints=[endpoint("::ffff:10.0.0.1", pod="web-1"), endpoint("::ffff:169.254.1.1")],
+    )
+    assert ready_addresses(v4, v6) == ("10.0.0.1",)
+    assert slice_view(v6).invalid_addresses == ("::ffff:169.254.1.1",)
+    mapped_in_v4 = endpoint_slice("c", service="web", endpoints=[endpoint("::ffff:10.0.0.7")])
+    assert ready_addresses(mapped_in_v4) == ("10.0.0.7",)
+    assert ready_addresses(
+        endpoint_slice("d", service="web", endpoints=[endpoint("::ffff:010.0.0.8")])
+    ) == ("10.0.0.8",)
+
+
+def test_an_ip_reused_by_a_new_pod_is_the_running_pods() -> None:
+    """A new pod got the IP of one that still terminates (slice A: web-old terminating, slice
+    B: web-new not yet ready): as kube-proxy does, the pod that is not terminating holds it,
+    whatever the order of the slices.
+    """
+    old = endpoint_slice(
+        "a",
+        service="web",
+        endpoints=[endpoint("10.0.0.5", ready=False, terminating=True, pod="web-old")],
+    )
+    new = endpoint_slice(
+        "b", service="web", endpoints=[endpoint("10.0.0.5", ready=False, pod="web-new")]
+    )
+    for order in ((old, new), (new, old)):
+        result = members(*order)
+        assert [m.pod for m in result.not_ready] == ["web-new"]
+        assert result.terminating == ()
+
+
+def test_only_an_endpoints_first_address_counts() -> None:
+    """An endpoint's addresses are fungible (the API's word) and kube-proxy uses the first:
+    so does the page.
+    """
+    entry = endpoint("10.0.0.1")
+    entry["addresses"] = ["10.0.0.1", "10.0.0.2"]
+    assert ready_addresses(endpoint_slice("a", service="web", endpoints=[entry])) == ("10.0.0.1",)
+
+
+def test_terminating_pods_that_still_serve_say_so() -> None:
+    """A terminating endpoint's serving condition is kept (kube-proxy sends such pods traffic
+    while no pod is ready); absent counts as serving, as kube-proxy reads it; a ready pod
+    serves, a not-ready one does not.
+    """
+    result = members(
+        endpoint_slice(
+            "a",
+            service="web",
+            endpoints=[
+                endpoint("10.0.0.1", ready=False, serving=True, terminating=True),
+                endpoint("10.0.0.2", ready=False, serving=False, terminating=True),
+                endpoint("10.0.0.3", ready=False, terminating=True),
+                endpoint("10.0.0.4"),
+                endpoint("10.0.0.5", ready=False),
+            ],
+        )
+    )
+    assert [(m.address, m.serving) for m in result.terminating] == [
+        ("10.0.0.1", True),
+        ("10.0.0.2", False),
+        ("10.0.0.3", True),
+    ]
+    assert [m.serving for m in result.ready] == [True]
+    assert [m.serving for m in result.not_ready] == [False]
+
+
+def test_a_lone_surrogate_in_a_name_becomes_a_replacement_character() -> None:
+    """A JSON escape of a lone surrogate in a pod, node or zone name (a broken proxy can send
+    one) becomes U+FFFD: the name can be written, encoded and escaped like any other.
+    """
+    view = slice_view(
+        endpoint_slice(
+            "a",
+            service="web",
+            endpoints=[endpoint("10.0.0.1", pod="bad\ud800name", node="n\udfff", zone="z")],
+        )
+    )
+    member = view.endpoints[0].member
+    assert (member.pod, member.node) == ("bad\ufffdname", "n\ufffd")
+    member.pod.encode()
