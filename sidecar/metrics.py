@@ -94,6 +94,10 @@ class Metrics:
             " that ended the last one (see podlister_errors).",
             "reason",
         )
+        self.objects = gauge(
+            "podlister_endpoint_objects",
+            "The Service's EndpointSlices (or Endpoints) held: 0 while none names the Service.",
+        )
         self.lists = counter("podlister_lists", f"Full lists, by API ({listed(Source)}).", "api")
         self.events = counter("podlister_watch_events", "Watch events received, by type.", "type")
         self.skipped_events = counter(

@@ -87,6 +87,7 @@ class Reflector:
         self._api = Source.ENDPOINT_SLICES
         self._resource_version: str | None = None
         self._resync_wanted = False
+        self._said_empty = False
 
     def stop(self) -> None:
         """Ask run() to return, interrupting a blocked read."""
@@ -253,6 +254,15 @@ class Reflector:
 
     def _publish(self) -> None:
         views = tuple(self._store.values())
+        self._metrics.objects.set(len(views))
+        if not views and not self._said_empty:  # once while it lasts: most likely a typo
+            log.warning(
+                "no_endpoint_objects",
+                api=self._api.value,
+                hint="no object is labelled with the Service's name in its namespace:"
+                " is PODLISTER_SERVICE the Service's name?",
+            )
+        self._said_empty = not views
         self._sink.submit(Snapshot(views=views, source=self._api, received_at=self._clock()))
 
 

@@ -17,10 +17,9 @@ if TYPE_CHECKING:
 
 # One watch event carries one EndpointSlice: at most 1,000 endpoints, a few hundred KB.
 MAX_LINE_BYTES = 4 * 1024 * 1024
-# One list page: LIST_PAGE_SIZE (500) slices of up to 1,000 endpoints would be ~250 MB, but
-# the controller makes 100-endpoint slices (~40 KB each, ~20 MB a page). A server that sends
-# more than this is not one we can follow.
-MAX_LIST_BYTES = 64 * 1024 * 1024
+# One list page: LIST_PAGE_SIZE (20) slices of the largest the API allows (1,000 endpoints,
+# longest names) are ~20 MB. A server that sends more is not one we can follow.
+MAX_LIST_BYTES = 24 * 1024 * 1024
 EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
 
 

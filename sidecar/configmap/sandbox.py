@@ -17,17 +17,17 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sidecar.page.document import PageData, scalars, template_context
-from sidecar.page.fragments import ChangeRow, Kept, change_row, member_row
+from sidecar.page.fragments import PageRows
 from sidecar.page.history import Change
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership
-from sidecar.page.render import MAX_PAGE_CHARS, TEMPLATE_NAME, TemplateError
+from sidecar.page.render import MAX_PAGE_BYTES, MAX_PAGE_CHARS, TEMPLATE_NAME, TemplateError
 
 MAX_EXPONENT = 1024
 
 
 class RenderLimitError(Exception):
-    """A render went past MAX_PAGE_CHARS, or one operation past what a page may hold."""
+    """A render went past what a page may hold (or wrote no text), or one operation did."""
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -73,12 +73,11 @@ class SandboxedTemplate:
 
     template: jinja2.Template
     origin: str
-    rows: Kept[Member, str] = dataclasses.field(default_factory=lambda: Kept(member_row))
-    change_rows: Kept[ChangeRow, str] = dataclasses.field(default_factory=lambda: Kept(change_row))
+    rows: PageRows = dataclasses.field(default_factory=PageRows)
 
     def render_html(self, data: PageData, fields: dict[str, Any]) -> str:
-        """The page, piece by piece up to MAX_PAGE_CHARS; TemplateError naming file and line."""
-        context = template_context(data, fields, rows=self.rows, change_rows=self.change_rows)
+        """The page, piece by piece up to MAX_PAGE_BYTES; TemplateError naming file and line."""
+        context = template_context(data, fields, self.rows)
         try:
             html = _bounded(self.template, context)
         except Exception as exc:
@@ -86,18 +85,25 @@ class SandboxedTemplate:
                 file=self.origin, line=_line_in(exc, self.origin), reason=_reason(exc)
             ) from exc
         self.rows.finish()
-        self.change_rows.finish()
         return html
 
 
 def _bounded(template: jinja2.Template, context: dict[str, Any]) -> str:
-    """The rendered page; RenderLimitError as soon as it is larger than MAX_PAGE_CHARS."""
+    """The rendered page; RenderLimitError as soon as its UTF-8 is past MAX_PAGE_BYTES.
+
+    Bytes, not characters: the folder holds bytes, and "€" is three of them. Counted here,
+    in the child, so that a page too large never crosses the pipe (as JSON, 6 bytes each).
+    """
     parts: list[str] = []
     size = 0
     for part in template.generate(context):
-        size += len(part)
-        if size > MAX_PAGE_CHARS:
-            raise RenderLimitError(f"page larger than {MAX_PAGE_CHARS} characters")
+        try:
+            size += len(part) if part.isascii() else len(part.encode())
+        except UnicodeEncodeError as exc:  # a lone surrogate: no file can hold it
+            raise RenderLimitError(f"not text: {exc}") from exc
+        if size > MAX_PAGE_BYTES:
+            reason = f"a page of more than {MAX_PAGE_BYTES} bytes, more than the folder takes"
+            raise RenderLimitError(reason)
         parts.append(part)
     return "".join(parts)
 

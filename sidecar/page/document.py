@@ -19,7 +19,7 @@ from sidecar.page.member import Member
 from sidecar.page.membership import Membership
 
 if TYPE_CHECKING:
-    from sidecar.page.fragments import Kept
+    from sidecar.page.fragments import Kept, PageRows
     from sidecar.page.history import Change
 
 JSON_FILE = "index.json"
@@ -44,6 +44,8 @@ class PageData:
     """Set while the API cannot be reached: since when the list may be out of date."""
     compact: bool = False
     """The folder is too small for the full page: members without detail, no history."""
+    objects: int = 1
+    """The Service's EndpointSlices (or Endpoints): none means no object names it (a typo?)."""
 
     def compacted(self) -> PageData:
         """The same list of addresses, without pod and node names and without history."""
@@ -60,7 +62,7 @@ def timestamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _members(members: tuple[Member, ...]) -> list[dict[str, str]]:
+def _members(members: tuple[Member, ...]) -> list[dict[str, str | bool]]:
     return [member_fields(m) for m in members]
 
 
@@ -75,6 +77,7 @@ def scalars(data: PageData) -> dict[str, Any]:
         "source": data.source,
         "stale_since": timestamp(data.stale_since) if data.stale_since else None,
         "compact": data.compact,
+        "objects": data.objects,
         "changes": [
             {
                 "at": timestamp(c.at),
@@ -98,16 +101,10 @@ def page_context(data: PageData, fields: dict[str, Any] | None = None) -> dict[s
     }
 
 
-def template_context(
-    data: PageData,
-    fields: dict[str, Any],
-    *,
-    rows: Kept[Member, str],
-    change_rows: Kept[ChangeRow, str],
-) -> dict[str, Any]:
+def template_context(data: PageData, fields: dict[str, Any], rows: PageRows) -> dict[str, Any]:
     """A template's variables: index.json's names, member_rows() and change_rows().
 
-    The helpers give the packaged page's <li> rows, kept in ``rows`` and ``change_rows``.
+    The helpers give the packaged page's <li> rows, kept in ``rows`` between renders.
     Members and changes are tuples (Jinja looks ``x.address`` up with getattr first: on a
     dict every lookup raises and catches an AttributeError).
     """
@@ -126,9 +123,16 @@ def template_context(
         "members": data.membership.ready,
         "terminating": data.membership.terminating,
         "not_ready": data.membership.not_ready,
-        "member_rows": lambda members: member_rows(rows, members, data.pod_ip),
-        "change_rows": lambda changes: Markup("".join(change_rows.take(changes))),  # noqa: S704 - escaped by change_row
+        "member_rows": lambda members: _rows(rows, data, members),
+        "change_rows": lambda changes: Markup("".join(rows.changes.take(changes))),  # noqa: S704 - escaped by change_row
     }
+
+
+def _rows(rows: PageRows, data: PageData, members: tuple[Member, ...]) -> Markup:
+    """A list's rows; the terminating list's say which still serve."""
+    terminating = members is data.membership.terminating
+    kept = rows.terminating if terminating else rows.members
+    return member_rows(kept, members, data.pod_ip, terminating=terminating)
 
 
 def document(data: PageData, fields: dict[str, Any], pieces: Kept[Member, tuple[str, str]]) -> str:

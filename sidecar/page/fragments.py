@@ -10,6 +10,7 @@ to the Jinja markup they replace.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
@@ -23,13 +24,12 @@ if TYPE_CHECKING:
 Key = TypeVar("Key")
 Piece = TypeVar("Piece")
 
-_SELF_BADGE = (
-    '<span class="badges"><span class="badge" data-kind="served">served this page</span></span>'
-)
+_SERVED = '<span class="badge" data-kind="served">served this page</span>'
+_SERVING = '<span class="badge" data-kind="serving">still serving</span>'
 
 
-def member_row(member: Member, *, is_self: bool = False) -> str:
-    """One <li> of the packaged page's member lists (escaped: names come from the API)."""
+def member_row(member: Member, *, is_self: bool = False, terminating: bool = False) -> str:
+    """One <li> of the packaged page's lists (escaped: names come from the API)."""
     details = [
         str(escape(text))
         for text in (
@@ -45,8 +45,10 @@ def member_row(member: Member, *, is_self: bool = False) -> str:
         if details
         else ""
     )
-    badge = _SELF_BADGE if is_self else ""
-    return f"\n<li{attributes}><code>{escape(member.address)}</code>{meta}{badge}</li>"
+    badges = (_SERVED if is_self else "") + (_SERVING if terminating and member.serving else "")
+    if badges:
+        badges = f'<span class="badges">{badges}</span>'
+    return f"\n<li{attributes}><code>{escape(member.address)}</code>{meta}{badges}</li>"
 
 
 def _pods(count: int) -> str:
@@ -75,9 +77,15 @@ def change_row(change: ChangeRow) -> str:
     )
 
 
-def member_fields(member: Member) -> dict[str, str]:
+def member_fields(member: Member) -> dict[str, str | bool]:
     """One member as index.json holds it."""
-    return {"address": member.address, "pod": member.pod, "node": member.node, "zone": member.zone}
+    return {
+        "address": member.address,
+        "pod": member.pod,
+        "node": member.node,
+        "zone": member.zone,
+        "serving": member.serving,
+    }
 
 
 def member_json(member: Member) -> tuple[str, str]:
@@ -131,14 +139,31 @@ class Kept(Generic[Key, Piece]):
         return len(self._kept)
 
 
-def member_rows(kept: Kept[Member, str], members: Sequence[Member], self_ip: str) -> Markup:
+def member_rows(
+    kept: Kept[Member, str], members: Sequence[Member], self_ip: str, *, terminating: bool = False
+) -> Markup:
     """The <li> rows of a list, this pod's marked (escaped by member_row)."""
     rows = kept.take(members)
     if self_ip:
         for index, member in enumerate(members):
             if member.address == self_ip:  # one per page: not worth keeping
-                rows[index] = member_row(member, is_self=True)
+                rows[index] = member_row(member, is_self=True, terminating=terminating)
     return Markup("".join(rows))  # noqa: S704 - every part is escaped by member_row
+
+
+class PageRows:
+    """A page's <li> rows kept between renders: members, terminating members, changes."""
+
+    def __init__(self) -> None:
+        """Nothing kept yet."""
+        self.members: Kept[Member, str] = Kept(member_row)
+        self.terminating: Kept[Member, str] = Kept(functools.partial(member_row, terminating=True))
+        self.changes: Kept[ChangeRow, str] = Kept(change_row)
+
+    def finish(self) -> None:
+        """End of a render (see Kept.finish)."""
+        for kept in (self.members, self.terminating, self.changes):
+            kept.finish()
 
 
 def member_arrays(

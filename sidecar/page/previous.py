@@ -32,6 +32,7 @@ class PreviousPage:
     membership: Membership
     changes: tuple[Change, ...]
     source: Source
+    objects: int = 1
 
 
 def _text(value: object, limit: int = 253) -> str:
@@ -47,6 +48,7 @@ def _members(value: object) -> tuple[Member, ...]:
             pod=_text(m.get("pod")),
             node=_text(m.get("node")),
             zone=_text(m.get("zone")),
+            serving=m.get("serving") is not False,  # absent from pages of earlier releases
         )
         for m in value
         if isinstance(m, dict) and _text(m.get("address"))
@@ -97,11 +99,12 @@ def parse_previous(document: Any, *, service: str, namespace: str) -> PreviousPa
         changes = tuple(_change(c) for c in (history if isinstance(history, list) else []))
     except (TypeError, ValueError):
         return None
-    source = document.get("source")
+    source, objects = document.get("source"), document.get("objects")
     return PreviousPage(
         membership=membership,
         changes=changes[:HISTORY_LENGTH],
         source=Source(source) if source in set(Source) else Source.ENDPOINT_SLICES,
+        objects=objects if isinstance(objects, int) and objects >= 0 else 1,
     )
 
 

@@ -23,18 +23,19 @@ from sidecar.page.document import (
     template_context,
     text,
 )
-from sidecar.page.fragments import Kept, change_row, member_row
+from sidecar.page.fragments import PageRows
 
 if TYPE_CHECKING:
+    from sidecar.page.fragments import Kept
     from sidecar.page.member import Member
 
 TEMPLATE_NAME = "index.html.j2"
 # Served beside the pages: the packaged page's style and script. Files, not inline, so
 # nginx's Content-Security-Policy can allow 'self' and nothing inline.
 ASSET_NAMES = ("page.css", "page.js")
-# The largest page a render may make. The packaged page at 10,000 IPv6 members is ~1.0 MB;
-# past this the folder (16 Mi, the page written beside its old version) is at risk.
-MAX_PAGE_CHARS = 4 * 1024 * 1024
+# The largest page: the folder (a 16 Mi emptyDir) holds each file twice while it is replaced,
+# beside the others. The packaged page at 10,000 IPv6 members is ~1.0 MB.
+MAX_PAGE_BYTES = MAX_PAGE_CHARS = 4 * 1024 * 1024
 
 
 class TemplateError(Exception):
@@ -86,18 +87,12 @@ class PackagedPage:
     def __init__(self) -> None:
         """The packaged template, no rows kept yet."""
         self.source, self._template = _packaged()
-        self._rows, self._change_rows = Kept(member_row), Kept(change_row)
+        self._rows = PageRows()
 
     def render_html(self, data: PageData, fields: dict[str, Any]) -> str:
-        """The page; TemplateError when it would be larger than MAX_PAGE_CHARS."""
-        context = template_context(data, fields, rows=self._rows, change_rows=self._change_rows)
-        html = self._template.render(context)
+        """The page."""
+        html = self._template.render(template_context(data, fields, self._rows))
         self._rows.finish()
-        self._change_rows.finish()
-        if len(html) > MAX_PAGE_CHARS:
-            raise TemplateError(
-                file=self.origin, line=None, reason=f"page larger than {MAX_PAGE_CHARS} characters"
-            )
         return html
 
     def close(self) -> None:
@@ -107,20 +102,23 @@ class PackagedPage:
 def render_files(
     data: PageData, page: PageTemplate, pieces: Kept[Member, tuple[str, str]]
 ) -> dict[str, bytes]:
-    """The three files, by name; TemplateError if the page cannot be rendered.
+    """The three files, by name; TemplateError if the page fails, is no text, or is too large.
 
-    ``pieces``: index.json's member pieces kept from the last render (the caller keeps one).
+    Too large: past MAX_PAGE_BYTES. No text: a lone surrogate a template wrote. ``pieces``:
+    index.json's member pieces kept from the last render (the caller keeps one).
     """
     # Built once for the three files: at 10,000 members the address list is not free.
     fields = scalars(data)
-    html = page.render_html(data, fields)
+    try:
+        html = page.render_html(data, fields).encode()
+    except UnicodeEncodeError as exc:
+        raise TemplateError(file=page.origin, line=None, reason=f"not text: {exc}") from exc
+    if len(html) > MAX_PAGE_BYTES:
+        reason = f"a page of {len(html)} bytes, more than the folder takes ({MAX_PAGE_BYTES})"
+        raise TemplateError(file=page.origin, line=None, reason=reason)
     json_text = document(data, fields, pieces)
     pieces.finish()
-    return {
-        JSON_FILE: json_text.encode(),
-        TEXT_FILE: text(fields).encode(),
-        HTML_FILE: html.encode(),
-    }
+    return {JSON_FILE: json_text.encode(), TEXT_FILE: text(fields).encode(), HTML_FILE: html}
 
 
 def page_assets() -> dict[str, bytes]:

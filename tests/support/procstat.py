@@ -6,10 +6,10 @@ import contextlib
 from pathlib import Path
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size in KiB (VmRSS)."""
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size in KiB (VmRSS; VmHWM: its peak so far)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 

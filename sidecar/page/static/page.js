@@ -74,16 +74,16 @@
     );
   }
 
-  function memberItem(member) {
+  function memberItem(member, listId) {
     const li = document.createElement("li");
     const code = document.createElement("code");
     code.textContent = member.address;
     li.append(code);
-    updateItem(li, member);
+    updateItem(li, member, listId);
     return li;
   }
 
-  function updateItem(li, member) {
+  function updateItem(li, member, listId) {
     let meta = li.querySelector(".meta");
     if (!meta) {
       // The server leaves it out where there is nothing to say (the compact page).
@@ -109,6 +109,8 @@
     else li.removeAttribute("aria-current");
     setBadge(li, "served", address === pageIp, "served this page");
     setBadge(li, "answered", address === answeredIp, "answered the latest refresh");
+    // Terminating but still serving: kube-proxy sends it traffic while no pod is ready.
+    setBadge(li, "serving", listId === "terminating" && member.serving === true, "still serving");
   }
 
   function setBadge(li, kind, on, text) {
@@ -166,9 +168,9 @@
         li.removeAttribute("aria-hidden");
       }
       if (li) {
-        updateItem(li, member);
+        updateItem(li, member, list.id);
       } else {
-        li = memberItem(member);
+        li = memberItem(member, list.id);
         if (highlightNew) highlight(li);
       }
       if (li === cursor) {
@@ -263,6 +265,8 @@
     byId("ready-total").textContent = String(count);
     document.title = document.title.replace(/^(.*: )?.*$/, `$1${plural(count, "ready pod")}`);
     byId("ready-empty").hidden = count > 0;
+    byId("serving-note").hidden = !data.terminating.some((member) => member.serving === true);
+    byId("no-objects").hidden = data.objects !== 0;
     for (const [id, key] of Object.entries(LISTS)) {
       const listed = data[key];
       syncList(byId(id), listed, id === "ready" && readySet !== null);

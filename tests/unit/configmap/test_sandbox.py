@@ -88,8 +88,23 @@ def test_template_cannot_reach_outside_its_data(source: str, reason: str) -> Non
 )
 def test_a_render_is_bounded_in_size(source: str) -> None:
     """A template whose page would exceed the size bound is rejected, not rendered."""
-    with pytest.raises(TemplateError, match=r"larger than|exponent"):
+    with pytest.raises(TemplateError, match=r"more than the folder takes|larger than|exponent"):
         compile_template(source, "/t/index.html.j2")
+
+
+def test_the_bound_is_in_bytes_as_the_folder_holds_them() -> None:
+    """Four million "€" are fewer characters than the bound but 12 MB of UTF-8: rejected in
+    the render, before the page is sent anywhere; the same count of "e" renders.
+    """
+    with pytest.raises(TemplateError, match="more than the folder takes"):
+        compile_template('{{ "€" * 4000000 }}', "/t/index.html.j2")
+    assert compile_template('{{ "e" * 4000000 }}', "/t/index.html.j2").origin == "/t/index.html.j2"
+
+
+def test_a_page_that_is_no_text_is_rejected_in_the_render() -> None:
+    """A template that writes a lone surrogate (no file can hold it) is rejected as not text."""
+    with pytest.raises(TemplateError, match="not text"):
+        compile_template('{{ "\\ud800" | safe }}', "/t/index.html.j2")
 
 
 def test_sample_data_walks_every_loop() -> None:

@@ -16,7 +16,7 @@ from sidecar.page.document import (
     text,
     timestamp,
 )
-from sidecar.page.fragments import ChangeRow, Kept, change_row, member_json, member_row
+from sidecar.page.fragments import ChangeRow, Kept, PageRows, member_json
 from sidecar.page.history import Change
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership
@@ -60,9 +60,7 @@ def test_a_templates_variables_are_the_documents_names() -> None:
     """The context holds index.json's keys; changes are ChangeRow tuples; member_rows marks
     this pod's row.
     """
-    context = template_context(
-        DATA, scalars(DATA), rows=Kept(member_row), change_rows=Kept(change_row)
-    )
+    context = template_context(DATA, scalars(DATA), PageRows())
     assert set(page_context(DATA)) <= set(context)
     assert context["changes"] == (ChangeRow(timestamp(MOMENT), ("10.0.0.1",), (), 1, 0),)
     rows = str(context["member_rows"](context["members"]))

@@ -15,7 +15,7 @@ from sidecar.configmap.sandbox import compile_template
 from sidecar.page.document import PageData, page_context, scalars, template_context
 from sidecar.page.fragments import (
     Kept,
-    change_row,
+    PageRows,
     member_arrays,
     member_json,
     member_row,
@@ -133,14 +133,14 @@ def test_change_rows_equal_the_jinja_markup_they_replace() -> None:
     rng = random.Random(5)
     environment = ImmutableSandboxedEnvironment(autoescape=True)
     reference = environment.from_string(REFERENCE_CHANGES.read_text(encoding="utf-8").rstrip("\n"))
-    kept = Kept(change_row)
+    kept = PageRows()
     for _ in range(300):
         data = dataclasses.replace(random_data(rng, [], []), changes=random_changes(rng))
-        context = template_context(data, scalars(data), rows=Kept(member_row), change_rows=kept)
+        context = template_context(data, scalars(data), kept)
         rows = context["changes"]
         expected = reference.render(changes=rows)
-        assert "".join(kept.take(rows)) == expected
-        assert "".join(Kept(change_row).take(rows)) == expected
+        assert "".join(kept.changes.take(rows)) == expected
+        assert "".join(PageRows().changes.take(rows)) == expected
         kept.finish()
 
 
@@ -188,8 +188,6 @@ def test_changes_as_objects_render_as_the_dicts_did() -> None:
             changes=random_changes(rng),
         )
         fields = scalars(data)
-        as_objects = template_context(
-            data, fields, rows=Kept(member_row), change_rows=Kept(change_row)
-        )
+        as_objects = template_context(data, fields, PageRows())
         as_dicts = {**as_objects, "changes": fields["changes"]}
         assert loop.template.render(as_objects) == loop.template.render(as_dicts)

@@ -11,7 +11,7 @@ from sidecar.page.document import PageData, page_context
 from sidecar.page.history import Change
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership
-from sidecar.page.render import MAX_PAGE_CHARS, PackagedPage, TemplateError
+from sidecar.page.render import MAX_PAGE_BYTES, PackagedPage, TemplateError
 from support.pages import files as render
 
 MOMENT = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
@@ -59,6 +59,7 @@ def test_json_and_txt_contract() -> None:
         "source",
         "stale_since",
         "compact",
+        "objects",
         "changes",
     }
     assert document["stale_since"] is None
@@ -105,15 +106,62 @@ def test_context_is_json_serialisable() -> None:
 
 
 def test_a_page_past_the_bound_is_a_template_error() -> None:
-    """The packaged page refuses to be larger than MAX_PAGE_CHARS (hostile names by the
-    thousand): the writer then writes the compact page.
+    """No page is larger than MAX_PAGE_BYTES (hostile names by the thousand): the packaged
+    page's TemplateError makes the writer write the compact page.
     """
     name = "n" * 253  # as long as the API allows
     ready = tuple(Member(f"10.0.{i // 250}.{i % 250}", name, name, name) for i in range(7000))
     many = PageData(
         service="web", namespace="shop", membership=Membership(ready=ready), generated_at=MOMENT
     )
-    with pytest.raises(TemplateError, match="larger than") as caught:
+    with pytest.raises(TemplateError, match="more than the folder takes") as caught:
         render(many)
     assert caught.value.file == PackagedPage.origin
-    assert len(render(many.compacted())["index.html"]) < MAX_PAGE_CHARS
+    assert len(render(many.compacted())["index.html"]) < MAX_PAGE_BYTES
+
+
+def test_terminating_pods_that_still_serve_are_marked() -> None:
+    """With no pod ready, the page says that traffic goes to the terminating pods that still
+    serve, and marks each of them; one that no longer serves is not marked; index.json says
+    which serve.
+    """
+    page = PageData(
+        service="web",
+        namespace="shop",
+        membership=Membership(
+            terminating=(
+                Member("10.0.0.1", "web-a", serving=True),
+                Member("10.0.0.2", "web-b", serving=False),
+            )
+        ),
+        generated_at=MOMENT,
+    )
+    files = render(page)
+    html = files["index.html"].decode()
+    assert '<span id="serving-note">' in html
+    rows = html.split('<ol id="terminating"')[1].split("</ol>")[0]
+    assert rows.count("still serving") == 1
+    assert "still serving" in rows.split("10.0.0.2")[0]
+    serving = {m["address"]: m["serving"] for m in json.loads(files["index.json"])["terminating"]}
+    assert serving == {"10.0.0.1": True, "10.0.0.2": False}
+
+
+def test_a_service_without_any_endpoint_object_says_so() -> None:
+    """No EndpointSlice names the Service (a typo in PODLISTER_SERVICE, most likely): the page
+    says so, not "0 pods"; index.json's objects is 0.
+    """
+    page = PageData(
+        service="podlistr",
+        namespace="shop",
+        membership=Membership(),
+        generated_at=MOMENT,
+        objects=0,
+    )
+    files = render(page)
+    html = files["index.html"].decode()
+    assert '<p id="no-objects" class="banner warn">' in html
+    assert json.loads(files["index.json"])["objects"] == 0
+    assert (
+        '<p id="no-objects" class="banner warn" hidden>'
+        in render(data("10.0.0.1"))["index.html"].decode()
+    )

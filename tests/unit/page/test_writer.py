@@ -6,17 +6,24 @@ and a C library without one leaves the sidecar as it was, said once in the log).
 from __future__ import annotations
 
 import ctypes
+import datetime as dt
 import json
 from typing import TYPE_CHECKING
 
 import pytest
 import structlog
 
+from sidecar.metrics import Metrics
 from sidecar.page import writer
+from sidecar.page.document import PageData
+from sidecar.page.member import Member
+from sidecar.page.membership import Membership
+from sidecar.page.render import PackagedPage, render_files
 from sidecar.page.writer import DistinctVersions
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture(autouse=True)
@@ -91,3 +98,36 @@ def test_the_file_an_earlier_run_left_counts() -> None:
     versions = DistinctVersions()
     versions.seen(50, 3)
     assert len(versions.distinct(b"{}\n", 50)) != 3
+
+
+def test_a_page_too_heavy_is_written_compact_before_it_is_rendered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20,000 members with names as long as the API allows: the writer sees from their weight
+    that the page would pass MAX_PAGE_BYTES and renders only the compact page (every
+    address, no names), never the full one, whose render would take the memory.
+    """
+    name = "n" * 253
+    ready = tuple(
+        Member(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", name, name, name)
+        for i in range(20_000)
+    )
+    data = PageData(
+        service="web",
+        namespace="shop",
+        membership=Membership(ready=ready, text=sum(3 * 253 + 15 for _ in ready)),
+        generated_at=dt.datetime(2026, 12, 7, tzinfo=dt.UTC),
+    )
+    rendered: list[bool] = []
+
+    def recording(data: PageData, *args: object) -> dict[str, bytes]:
+        rendered.append(data.compact)
+        return render_files(data, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer, "render_files", recording)
+    packaged = PackagedPage()
+    page = writer.PageWriter(tmp_path, packaged=packaged, metrics=Metrics())
+    page.write(data, packaged)
+    assert rendered == [True]
+    assert json.loads((tmp_path / "index.json").read_text())["compact"] is True
+    assert len((tmp_path / "index.txt").read_text().split()) == 20_000
