@@ -19,7 +19,14 @@ from sidecar.api.listwatch import CONNECT_TIMEOUT, ListerWatcher
 from sidecar.api.policy import Streak
 from sidecar.api.reflector import Reflector
 from sidecar.backoff import DEFAULT_CAP, Backoff
-from sidecar.config import ConfigError, ExitCode, load_settings
+from sidecar.config import (
+    IGNORED_SIGNALS,
+    OPTIONS,
+    STOP_SIGNALS,
+    ConfigError,
+    ExitCode,
+    load_settings,
+)
 from sidecar.health.server import HealthServer
 from sidecar.health.state import HealthState
 from sidecar.logs import configure_logging
@@ -37,10 +44,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("sidecar")
 STOP_GRACE = 1.5  # seconds; the whole exit must fit in the 2 s the contract promises
-# SIGTERM (the kubelet) and SIGINT (Ctrl-C) stop the process; the others here would end it by
-# default, and nobody should be able to do that with a stray kill -HUP.
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
-IGNORED_SIGNALS = frozenset({signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
 # Each worker thread's loop, and how to make it return.
 Worker = tuple["Callable[[], None]", "Callable[[], None]"]
 
@@ -55,12 +58,24 @@ def main(
     environ = os.environ if environ is None else environ
     try:
         settings = load_settings(environ, sys.argv[1:] if argv is None else argv)
+        # In a pod both are volumes mounted before we start: a path that is not a folder is
+        # a mistake in the manifest, not something that waiting would repair.
+        for variable, folder in (
+            ("PODLISTER_OUTPUT_DIR", settings.output_dir),
+            ("PODLISTER_TEMPLATE_DIR", settings.template_dir),
+        ):
+            if folder is not None and not folder.is_dir():
+                msg = f"{variable} {folder} is not a directory"
+                raise ConfigError(msg)  # noqa: TRY301 - one way out for every bad setting
     except ConfigError as exc:
         print(f"podlister-sidecar: {exc}", file=sys.stderr)  # noqa: T201 - before logging exists
         return ExitCode.CONFIG
     configure_logging(settings.log_format, settings.log_level)
     if client_fallback is not None:
         log.warning("client_import_fallback", reason=client_fallback, using="import kubernetes")
+    unknown = sorted(k for k in environ if k.startswith("PODLISTER_") and k not in OPTIONS)
+    if unknown:
+        log.warning("unknown_settings", variables=unknown, known=sorted(OPTIONS))
     stop = threading.Event()
     _take_signals(stop)
     return run(settings, environ, stop)
@@ -85,11 +100,19 @@ def _take_signals(stop: threading.Event) -> None:
             stopping = signum in STOP_SIGNALS
             if not (stopping and stop.is_set()):
                 action = "stop" if stopping else "ignored"
-                log.info("signal", signal=signal.Signals(signum).name, action=action)
+                log.info("signal", signal=_name(signum), action=action)
             if stopping:
                 stop.set()
 
     threading.Thread(target=wait_for_signals, name="signals", daemon=True).start()
+
+
+def _name(signum: int) -> str:
+    """SIGHUP, ..., or SIGRTMIN+n for a real-time signal (those have no name of their own)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
 
 
 def run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) -> int:
@@ -100,15 +123,6 @@ def run(settings: Settings, environ: Mapping[str, str], stop: threading.Event) -
             k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()
         },
     )
-    # In a pod both are volumes the kubelet mounts before we start: a path that is not a
-    # folder is a mistake in the manifest, not something that waiting would repair.
-    for variable, folder in (
-        ("PODLISTER_OUTPUT_DIR", settings.output_dir),
-        ("PODLISTER_TEMPLATE_DIR", settings.template_dir),
-    ):
-        if folder is not None and not folder.is_dir():
-            log.error("config_invalid", reason=f"{variable} {folder} is not a directory")
-            return ExitCode.CONFIG
     try:
         connection = connect(environ)
     except ConnectionConfigError as exc:
@@ -145,12 +159,6 @@ def _workers(
     stop: threading.Event,
 ) -> dict[str, Worker]:
     """The publisher, the watch and (with a template folder) the template watcher."""
-    template = None
-    if settings.template_dir is not None:
-        # Only with a template folder: the sandbox and its child cost nothing otherwise.
-        from sidecar.configmap.reload import first_template  # noqa: PLC0415
-
-        template = first_template(settings.template_dir, metrics)
     try:
         removed = remove_stale_temps(settings.output_dir)  # a killed predecessor's
     except OSError as exc:  # reported, not fatal: the writes will say more
@@ -167,7 +175,6 @@ def _workers(
     publisher = Publisher(
         settings=settings,
         packaged=PackagedPage(),
-        template=template,
         health=health,
         metrics=metrics,
         stop_event=stop,
@@ -191,12 +198,12 @@ def _workers(
     )
     workers = {"publish": (publisher.run, publisher.stop), "watch": (reflector.run, reflector.stop)}
     if settings.template_dir is not None:
+        # Only with a template folder: the sandbox and its child cost nothing otherwise.
         from sidecar.configmap.reload import watch_templates  # noqa: PLC0415
 
         reload = functools.partial(
             watch_templates,
             template_dir=settings.template_dir,
-            current=template,
             sink=publisher,
             health=health,
             metrics=metrics,

@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import ipaddress
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -35,6 +36,24 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILURE = 1  # a worker died: the kubelet restarts the container
     CONFIG = 2  # a bad setting or a broken template: fix the deployment
+
+
+# SIGTERM (the kubelet) and SIGINT (Ctrl-C) stop the process. The others here would end it by
+# default (unless it is a container's PID 1): nobody should with a stray kill -HUP.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+IGNORED_SIGNALS = frozenset(
+    {
+        signal.SIGHUP,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGALRM,
+        signal.SIGVTALRM,
+        signal.SIGPROF,
+        signal.SIGPWR,
+        signal.SIGIO,
+        *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
+    }
+)
 
 
 class ConfigError(Exception):

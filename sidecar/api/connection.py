@@ -83,14 +83,17 @@ def connect(environ: Mapping[str, str]) -> Connection:
     Nothing here touches the network: the sidecar starts even when the API is down.
     """
     configuration = Configuration()
+    in_cluster = bool(environ.get("KUBERNETES_SERVICE_HOST"))
+    kubeconfig = environ.get("KUBECONFIG") or "~/.kube/config"
     try:
-        if environ.get("KUBERNETES_SERVICE_HOST"):
+        if in_cluster:
             reload = _in_cluster(configuration, environ)
         else:
             reload = _kubeconfig(configuration, environ.get("KUBECONFIG") or None)
         reload()
     except (ConfigException, OSError, ValueError) as exc:
-        msg = f"no Kubernetes API configuration: {exc}"
+        where = "in-cluster credentials" if in_cluster else f"no in-cluster variables; {kubeconfig}"
+        msg = f"no Kubernetes API configuration ({where}): {exc}"
         raise ConnectionConfigError(msg) from exc
     # urllib3 would otherwise retry connection errors three times at once, hidden from our
     # backoff; every retry decision belongs to the watch loop.

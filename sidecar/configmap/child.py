@@ -11,6 +11,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from sidecar.config import IGNORED_SIGNALS
 from sidecar.configmap.protocol import Pipe, page_data
 from sidecar.configmap.sandbox import SandboxedTemplate, compile_template
 from sidecar.page.render import TemplateError
@@ -67,8 +68,11 @@ def serve(pipe: Pipe) -> None:
 
 def main() -> None:
     """Bound memory, let signals through again, and serve requests until EOF."""
-    # The sidecar blocks SIGTERM and friends in all its threads, and a child inherits that.
+    # The sidecar blocks SIGTERM and friends in all its threads, and a child inherits that;
+    # those the sidecar ignores, it ignores too.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for signum in IGNORED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     serve(Pipe(sys.stdin.buffer, sys.stdout.buffer))

@@ -57,7 +57,7 @@ class Pipe:
                 continue
 
 
-def _rows(members: Iterable[Member]) -> list[list[str]]:
+def _rows(members: Iterable[Member]) -> list[list[str | bool]]:
     return [list(member) for member in members]
 
 

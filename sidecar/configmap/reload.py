@@ -9,7 +9,7 @@ import watchfiles
 
 from sidecar.configmap.worker import load_template
 from sidecar.metrics import ErrorKind
-from sidecar.page.render import TemplateError
+from sidecar.page.render import TEMPLATE_NAME, TemplateError
 
 if TYPE_CHECKING:
     import threading
@@ -30,36 +30,26 @@ class TemplateSink(Protocol):
         """Render with template (None: the packaged page) from the next page on."""
 
 
-def first_template(template_dir: Path, metrics: Metrics) -> PageTemplate | None:
-    """The folder's template; None (the packaged page) when it has none or it is broken.
-
-    A broken ConfigMap must not crash-loop new pods: the watcher applies the fix later.
-    """
-    try:
-        return load_template(template_dir)
-    except TemplateError as exc:
-        metrics.errors.labels(ErrorKind.TEMPLATE).inc()
-        log.error("template_invalid", **exc.fields(), keeping="<packaged>")
-        return None
-
-
-def watch_templates(  # noqa: PLR0913 - keyword-only wiring
+def watch_templates(
     *,
     template_dir: Path,
-    current: PageTemplate | None,
     sink: TemplateSink,
     health: HealthState,
     metrics: Metrics,
     stop_event: threading.Event,
 ) -> None:
-    """Reload on every change in the folder until stopped; a broken template is only logged.
+    """Load the folder's template, then again at every change in the folder, until stopped.
 
-    ``current``: the template in use (None: the packaged page, as when the file is removed).
-    The whole folder is watched, not the file: a ConfigMap volume updates by swapping its
-    ``..data`` symlink, so the file's own inode never changes.
+    The first load is here, in this thread, so that a slow compile (a hostile template may
+    take its whole CPU bound) does not hold up a stop; the first page waits for its outcome.
+    Every load is handed on, the same text again too (a template rejected on real data comes
+    back when written again); a broken one is logged and counted, and the page keeps its
+    template: at start the packaged page (a broken ConfigMap must not crash-loop new pods).
+    The whole folder is watched, not the file: a ConfigMap volume swaps its ``..data`` symlink.
     """
-    # Between changes this thread waits inside watchfiles for as long as nothing changes.
-    health.waiting(WORKER)
+    health.beat(WORKER)
+    keeping = _load(template_dir, sink, metrics, keeping="")
+    health.waiting(WORKER)  # between changes it waits inside watchfiles, for any time
     for _ in watchfiles.watch(
         template_dir,
         watch_filter=None,
@@ -70,23 +60,30 @@ def watch_templates(  # noqa: PLR0913 - keyword-only wiring
         raise_interrupt=False,
     ):
         health.beat(WORKER)
-        try:
-            template = load_template(template_dir)
-        except TemplateError as exc:
-            metrics.errors.labels(ErrorKind.TEMPLATE).inc()
-            keeping = current.origin if current is not None else "<packaged>"
-            log.error("template_invalid", **exc.fields(), keeping=keeping)
-            continue
-        finally:
-            health.waiting(WORKER)  # back to waiting for the next change, loaded or not
-        if _source(template) == _source(current):
-            if template is not None:
-                template.close()
-            continue
-        current = template
-        log.info("template_reloaded", origin=template.origin if template else "<packaged>")
-        sink.set_template(template)
+        keeping = _load(template_dir, sink, metrics, keeping=keeping)
+        health.waiting(WORKER)
 
 
-def _source(template: PageTemplate | None) -> str | None:
-    return template.source if template is not None else None
+def _load(template_dir: Path, sink: TemplateSink, metrics: Metrics, *, keeping: str) -> str:
+    """Load the folder's template and hand it on; the origin of the one the page keeps.
+
+    keeping: that origin so far, "" before the first load.
+    """
+    try:
+        template = load_template(template_dir)
+    except TemplateError as exc:
+        metrics.errors.labels(ErrorKind.TEMPLATE).inc()
+        log.error("template_invalid", **exc.fields(), keeping=keeping or "<packaged>")
+        if not keeping:  # the first load: the publisher waits for a word
+            sink.set_template(None)
+        return keeping or "<packaged>"
+    if template is None and (template_dir / "index.html").exists():
+        log.warning(
+            "template_not_used",
+            found=str(template_dir / "index.html"),
+            hint=f"name it {TEMPLATE_NAME}: index.html is what the sidecar writes",
+        )
+    origin = template.origin if template is not None else "<packaged>"
+    log.info("template_loaded", origin=origin)
+    sink.set_template(template)
+    return origin

@@ -10,12 +10,15 @@ child, and the sidecar gets a TemplateError naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from sidecar.configmap.protocol import Pipe, render_request
 from sidecar.page.render import TEMPLATE_NAME, TemplateError
@@ -25,9 +28,19 @@ if TYPE_CHECKING:
 
     from sidecar.page.document import PageData
 
+log = structlog.get_logger("sidecar.templates")
 # Wall-clock bound on one answer from the child, for a child that is starved of CPU rather
 # than spinning (the CPU bound is the child's own, MAX_RENDER_SECONDS of CPU time).
 ANSWER_TIMEOUT = 30.0
+
+
+@dataclasses.dataclass
+class _Child:
+    """A running child, the pipe to it, and whether we ended it (it answered too late)."""
+
+    process: subprocess.Popen[bytes]
+    pipe: Pipe
+    killed: bool = False
 
 
 class IsolatedTemplate:
@@ -40,7 +53,7 @@ class IsolatedTemplate:
     def __init__(self, source: str, origin: str) -> None:
         """Nothing runs before compile() or the first render."""
         self.source, self.origin = source, origin
-        self._child: tuple[subprocess.Popen[bytes], Pipe] | None = None
+        self._child: _Child | None = None
         self._lock = threading.Lock()  # the publisher renders; the template watcher compiles
 
     def compile(self) -> IsolatedTemplate:
@@ -59,74 +72,90 @@ class IsolatedTemplate:
             self._stop()
 
     def _ask(self, request: dict[str, Any] | None) -> dict[str, Any]:
-        """The answer to request (None: only compile); TemplateError for any failure."""
-        with self._lock:
-            try:
-                answer: dict[str, Any] = {}
-                if self._child is None:
-                    self._child = self._start()
-                    compile_request = {
-                        "op": "compile",
-                        "source": self.source,
-                        "origin": self.origin,
-                    }
-                    answer = self._exchange(compile_request)
-                if request is not None and "error" not in answer:
-                    answer = self._exchange(request)
-            except (OSError, EOFError, ValueError) as exc:
-                reason = self._why_gone() if self._child else f"cannot start the child: {exc}"
-                self._stop()
-                raise TemplateError(file=self.origin, line=None, reason=reason) from exc
-            error = answer.get("error")
-            if isinstance(error, dict):
-                self._stop()
-                raise TemplateError(
-                    file=self.origin, line=error.get("line"), reason=str(error.get("reason"))
-                )
-            return answer
+        """The answer to request (None: only compile); TemplateError for any failure.
 
-    def _start(self) -> tuple[subprocess.Popen[bytes], Pipe]:
+        A child that something outside ended (a signal it did not earn) is started again
+        once, not taken for the template's fault.
+        """
+        with self._lock:
+            for attempt in range(2):
+                try:
+                    answer = self._exchange_all(request)
+                except (OSError, EOFError, ValueError) as exc:
+                    fault, reason = self._why_gone(exc)
+                    self._stop()
+                    if fault or attempt:
+                        raise TemplateError(file=self.origin, line=None, reason=reason) from exc
+                    log.warning("template_child_restarted", origin=self.origin, reason=reason)
+                    continue
+                error = answer.get("error")
+                if isinstance(error, dict):
+                    self._stop()
+                    reason = str(error.get("reason"))
+                    raise TemplateError(file=self.origin, line=error.get("line"), reason=reason)
+                return answer
+        raise AssertionError  # not reached: the second attempt returns or raises
+
+    def _exchange_all(self, request: dict[str, Any] | None) -> dict[str, Any]:
+        """Start the child and compile if it is not running; then ask request, if any."""
+        answer: dict[str, Any] = {}
+        if self._child is None:
+            self._child = self._start()
+            answer = self._exchange({"op": "compile", "source": self.source, "origin": self.origin})
+        if request is not None and "error" not in answer:
+            answer = self._exchange(request)
+        return answer
+
+    def _start(self) -> _Child:
         process = subprocess.Popen(
             [sys.executable, "-m", "sidecar.configmap.child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            # Its own session: a signal to the sidecar's process group (a terminal, an init
+            # that forwards signals) does not reach it.
+            start_new_session=True,
         )
         assert process.stdin is not None  # noqa: S101 - asked for above
         assert process.stdout is not None  # noqa: S101
-        return process, Pipe(process.stdout, process.stdin)
+        return _Child(process, Pipe(process.stdout, process.stdin))
 
     def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self._child is not None  # noqa: S101 - started by the caller
-        process, pipe = self._child
-        pipe.send(request)
-        if not pipe.answered_within(ANSWER_TIMEOUT):
-            process.kill()
+        child = self._child
+        assert child is not None  # noqa: S101 - started by the caller
+        child.pipe.send(request)
+        if not child.pipe.answered_within(ANSWER_TIMEOUT):
+            child.killed = True
+            child.process.kill()
             msg = f"no answer within {ANSWER_TIMEOUT:.0f} s"
             raise ValueError(msg)
-        return pipe.receive()
+        return child.pipe.receive()
 
-    def _why_gone(self) -> str:
-        assert self._child is not None  # noqa: S101 - only asked about a started child
-        process = self._child[0]
+    def _why_gone(self, exc: BaseException) -> tuple[bool, str]:
+        """Whether the template is to blame for the child's end, and the reason."""
+        if self._child is None:
+            return False, f"cannot start the template process: {exc}"
+        process, killed = self._child.process, self._child.killed
         try:
             code = process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
             code = process.wait(timeout=5)
         if code == -signal.SIGXCPU:
-            return "the render used more CPU time than its bound"
-        if code == -signal.SIGKILL:
-            return "the template process was killed (memory or time)"
-        return f"the template process ended ({code}) without an answer"
+            return True, "the render used more CPU time than its bound"
+        if killed:
+            return True, f"the template process did not answer within {ANSWER_TIMEOUT:.0f} s"
+        if code < 0:
+            return False, f"the template process was ended from outside ({signal.strsignal(-code)})"
+        return True, f"the template process ended ({code}) without an answer"
 
     def _stop(self) -> None:
         child, self._child = self._child, None
         if child is None:
             return
-        process, pipe = child
-        pipe.close()
+        process = child.process
+        child.pipe.close()
         try:
             process.wait(timeout=1)
         except subprocess.TimeoutExpired:

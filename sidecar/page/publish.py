@@ -54,7 +54,6 @@ class Publisher:
         health: HealthState,
         metrics: Metrics,
         stop_event: threading.Event,
-        template: PageTemplate | None = None,
         previous: PreviousPage | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -66,6 +65,9 @@ class Publisher:
         self._snapshot: Snapshot | None = None
         self._stale_since: dt.datetime | None = None
         self._handed: PageTemplate | None = None  # by the template watcher, not yet in use
+        # With a template folder, the first page waits for the watcher's first word on it:
+        # a new pod serves the user's page from its first write, not the packaged one.
+        self._template_pending = settings.template_dir is not None
         self._dirty = False
         self._not_before = 0.0
         self._backoff = Backoff(cap=WRITE_BACKOFF_CAP)
@@ -77,7 +79,7 @@ class Publisher:
         self._packaged = packaged
         # Only this thread renders: the template in use, and the one to go back to when it
         # fails (the latest of the user's that rendered real data, else the packaged page).
-        self._template: PageTemplate = template or packaged
+        self._template: PageTemplate = packaged
         self._last_good: PageTemplate = packaged
         self._writer = PageWriter(settings.output_dir, packaged=packaged, metrics=metrics)
 
@@ -101,6 +103,7 @@ class Publisher:
         """Render with a new, validated template (None: the packaged page) from the next page."""
         with self._wake:
             unused, self._handed = self._handed, template or self._packaged
+            self._template_pending = False
             self._dirty = self._has_page()
             self._wake.notify()
         if unused is not None and unused is not self._packaged:
@@ -117,9 +120,10 @@ class Publisher:
             with self._wake:
                 while not self._stop.is_set():
                     delay = self._not_before - self._clock()
-                    if self._dirty and delay <= 0:
+                    due = self._dirty and not self._template_pending
+                    if due and delay <= 0:
                         break
-                    if self._dirty:
+                    if due:
                         self._health.beat(WORKER)
                         self._wake.wait(delay)
                     else:
@@ -142,13 +146,13 @@ class Publisher:
     def _publish(self, snapshot: Snapshot | None, stale: dt.datetime | None) -> None:
         if snapshot is not None:
             current, source = membership(snapshot.views), snapshot.source
-            received_at = snapshot.received_at
+            received_at, objects = snapshot.received_at, len(snapshot.views)
         elif self._previous is not None:
             current, source = self._previous.membership, self._previous.source
-            received_at = self._clock()
+            received_at, objects = self._clock(), self._previous.objects
         else:
             return
-        state = (current, self._template, source, stale)
+        state = (current, self._template, source, stale, objects)
         if state == self._published:
             return
         change = (
@@ -174,13 +178,12 @@ class Publisher:
             source=source,
             changes=self._history.entries,
             stale_since=stale,
+            objects=objects,
         )
         written = self._write(data)
         if written is not None:
-            first, self._published = (
-                self._published is None,
-                (current, self._template, source, stale),
-            )
+            first = self._published is None
+            self._published = (current, self._template, source, stale, objects)
             self._written(current, received_at, written, first=first)
 
     def _write(self, data: PageData) -> list[str] | None:

@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from kubestub import endpoint, endpoint_slice
+from support.http import status
 from support.kubelet_volume import write_volume
 from support.polling import wait_until
 from support.procstat import rss_kib
-from support.sidecar_process import PAGE_FILES
+from support.sidecar_process import PAGE_FILES, in_private_tmpfs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
     from kubestub import ApiStandIn
     from support.sidecar_process import SidecarProcess
@@ -221,3 +224,225 @@ def test_a_membership_too_large_for_the_page_is_written_compact(
     api.delete("endpointslices", "web-7")
     wait_until(lambda: len(sidecar.addresses() or []) == 6900, timeout=30, what="6,900 addresses")
     assert sidecar.probe("/readyz") == 200
+
+
+# ---- the second round -----------------------------------------------------------------
+
+
+def test_a_probe_queued_behind_idle_connections_is_answered(
+    api: ApiStandIn, start_sidecar: Start
+) -> None:
+    """The sidecar paused (as a descheduled process is), a complete GET /healthz in the
+    backlog, then 100 idle connections behind it: once it runs again the probe is answered,
+    not pushed out by the idle ones (before: ConnectionResetError).
+    """
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar()
+    sidecar.wait_page(["10.0.0.1"])
+    address = host_port(sidecar)
+    sidecar.signal(signal.SIGSTOP)
+    idle: list[socket.socket] = []
+    try:
+        probe = socket.create_connection(address, timeout=10)
+        probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\n\r\n")
+        idle.extend(socket.create_connection(address, timeout=10) for _ in range(100))
+    finally:
+        sidecar.signal(signal.SIGCONT)
+    with probe:
+        assert probe.recv(64).startswith(b"HTTP/1.1 200 OK")
+    for sock in idle:
+        sock.close()
+
+
+def test_probes_are_answered_under_connection_churn(api: ApiStandIn, start_sidecar: Start) -> None:
+    """Clients connecting and closing as fast as they can (2,400 a second before) while a
+    probe with the kubelet's 1 s timeout asks every 50 ms for 3 s: every probe is answered
+    (before: 6 of 58 failed).
+    """
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar()
+    sidecar.wait_page(["10.0.0.1"])
+    address = host_port(sidecar)
+    stop = threading.Event()
+    opened = [0]
+
+    def churn() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                socket.create_connection(address, timeout=1).close()
+                opened[0] += 1
+
+    threads = [threading.Thread(target=churn, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    answers = []
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            answers.append(status(f"http://{address[0]}:{address[1]}/healthz", timeout=1))
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+    assert opened[0] > 1000, opened
+    assert answers.count(200) == len(answers), answers
+
+
+@pytest.mark.timeout(120)
+def test_a_template_page_the_folder_cannot_hold_twice_keeps_the_pod_ready(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """A ConfigMap template whose page is 12 MB ("€" four million times, fewer characters
+    than the render's bound) in the pod's 16 MiB folder: refused for its size in bytes when
+    it is loaded, the packaged page is written instead, the pod stays ready, and after each
+    change the three files list the same addresses (before: ENOSPC from the second change
+    on, not ready for good, index.html a change behind the others).
+    """
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    write_volume(templates, "v1", {"index.html.j2": '{{ "€" * 4000000 }}{{ addresses }}'})
+    out = tmp_path / "out"
+    out.mkdir()
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar(
+        output_dir=out,
+        command_prefix=in_private_tmpfs(out, size="16m"),
+        extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)},
+    )
+    # The tmpfs is mounted in the sidecar's own mount namespace: read it from there.
+    sidecar.output_dir = Path(f"/proc/{sidecar.pid}/root") / str(out).lstrip("/")
+    for count in (1, 2, 3, 4):
+        addresses = [f"10.0.0.{i}" for i in range(1, count + 1)]
+        api.apply(
+            endpoint_slice("web-a", service="web", endpoints=[endpoint(a) for a in addresses])
+        )
+        sidecar.wait_page(addresses)  # index.json, index.txt and index.html alike
+        assert sidecar.probe("/readyz") == 200
+    # Refused when it is loaded: its sample page is already too large.
+    (refused,) = sidecar.events("template_invalid")
+    assert "more than the folder takes" in refused["reason"]
+
+
+def test_a_lone_surrogate_in_a_pod_name_is_written_as_a_replacement(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """A pod name with a lone surrogate (a JSON escape that a non-conforming
+    server or proxy can send) is written as U+FFFD, with the packaged page and with a
+    ConfigMap template; the sidecar stays up (before: a crash loop).
+    """
+    api.apply(
+        endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1", pod="bad\ud800x")])
+    )
+    sidecar = start_sidecar()
+    sidecar.wait_file("index.html", lambda html: "bad\ufffdx" in html)
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    write_volume(
+        templates, "v1", {"index.html.j2": "{% for m in members %}{{ m.pod }}{% endfor %}"}
+    )
+    templated = start_sidecar(extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)})
+    templated.wait_file("index.html", lambda html: html == "bad\ufffdx")
+    for running in (sidecar, templated):
+        assert running.process is not None
+        assert running.process.poll() is None
+
+
+def test_a_template_that_writes_no_text_is_rejected_with_the_reason(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """A template whose output holds a lone surrogate (no text a file can hold) is rejected
+    with that reason, not with "ended without an answer", and the packaged page goes on.
+    """
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    source = '{% if service != "sample" %}{{ "\\ud800" }}{% endif %}ok'
+    write_volume(templates, "v1", {"index.html.j2": source})
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar(extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)})
+    wait_until(lambda: sidecar.events("template_rejected"), timeout=30, what="rejected")
+    assert "not text" in sidecar.events("template_rejected")[0]["reason"]
+    sidecar.wait_file("index.html", lambda html: "ready pod" in html)
+
+
+def test_a_signal_to_the_process_group_leaves_the_template_child_alone(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """SIGHUP and SIGUSR1 to the sidecar's process group (a terminal, an init that forwards
+    signals): the template child is in a session of its own and keeps rendering; a child
+    killed from outside is started again, not taken for the template's fault.
+    """
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    write_volume(templates, "v1", {"index.html.j2": "t:{{ addresses | join(',') }}"})
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar(extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)}, new_session=True)
+    sidecar.wait_file("index.html", lambda html: html == "t:10.0.0.1")
+    for signum in (signal.SIGHUP, signal.SIGUSR1):
+        os.killpg(sidecar.pid, signum)
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.2")]))
+    sidecar.wait_file("index.html", lambda html: html == "t:10.0.0.2")
+    (child,) = children(sidecar.pid)
+    os.kill(child, signal.SIGKILL)
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.3")]))
+    sidecar.wait_file("index.html", lambda html: html == "t:10.0.0.3")
+    assert not sidecar.events("template_rejected")
+    assert sidecar.events("template_child_restarted")
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of pid, whichever of its threads started them."""
+    tasks = Path(f"/proc/{pid}/task").glob("*/children")
+    return [int(child) for task in tasks for child in task.read_text().split()]
+
+
+@pytest.mark.timeout(60)
+def test_stop_takes_under_two_seconds_during_a_slow_first_compile(
+    api: ApiStandIn, start_sidecar: Start, tmp_path: Path
+) -> None:
+    """SIGTERM while a ConfigMap template's first compile spins (seconds of CPU in the
+    child): the sidecar exits 0 within 2 s (before: 2.78 s).
+    """
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    spin = '{% set s = "x"*4000000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}'
+    write_volume(templates, "v1", {"index.html.j2": spin})
+    api.apply(endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")]))
+    sidecar = start_sidecar(extra_env={"PODLISTER_TEMPLATE_DIR": str(templates)})
+    wait_until(lambda: children(sidecar.pid), timeout=30, what="the template child compiling")
+    sent = time.monotonic()
+    sidecar.signal(signal.SIGTERM)
+    assert sidecar.wait_exit(timeout=10) == 0
+    assert time.monotonic() - sent < 2.0
+
+
+@pytest.mark.timeout(300)
+def test_memory_stays_within_the_limit_at_the_largest_input(
+    api: ApiStandIn, start_sidecar: Start
+) -> None:
+    """20,000 endpoints with pod, node and zone names as long as the API allows: the sidecar's
+    peak RSS stays under 160 MiB, the container's limit, and the page is written compact
+    (before: 171,864 KiB, the OOM killer's on every replica).
+    """
+    name = "n" * 253
+    for s in range(200):
+        api.apply(
+            endpoint_slice(
+                f"web-{s}",
+                service="web",
+                endpoints=[
+                    endpoint(
+                        f"10.{s // 250}.{s % 250}.{i}",
+                        pod=f"{s}-{i}-{name}"[:253],
+                        node=name,
+                        zone=name,
+                    )
+                    for i in range(1, 101)
+                ],
+            )
+        )
+    sidecar = start_sidecar()
+    wait_until(lambda: len(sidecar.addresses() or []) == 20_000, timeout=240, what="20,000")
+    document = json.loads((sidecar.output_dir / "index.json").read_text())
+    assert document["compact"] is True
+    assert rss_kib(sidecar.pid, "VmHWM") < 160 * 1024

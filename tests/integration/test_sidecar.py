@@ -114,8 +114,10 @@ def test_watch_asks_for_bookmarks_and_a_spread_timeout(
 
 
 def test_list_follows_continue_tokens(tmp_path: Path, start_sidecar: Start) -> None:
-    """A list split into pages by the server is followed to the end (10,000 endpoints)."""
-    with ApiStandIn(max_page_size=30) as api:
+    """A list split into pages by the server is followed to the end (10,000 endpoints in
+    100 slices; the server sends at most 15 a page, fewer than the sidecar's limit of 20).
+    """
+    with ApiStandIn(max_page_size=15) as api:
         expected = []
         for s in range(100):
             addresses = [f"10.{s // 100}.{s % 100}.{i}" for i in range(1, 101)]
@@ -131,8 +133,10 @@ def test_list_follows_continue_tokens(tmp_path: Path, start_sidecar: Start) -> N
         sidecar.wait_addresses(
             sorted(expected, key=lambda a: tuple(int(x) for x in a.split("."))), timeout=20
         )
-        assert len(api.requests_for("list")) == 4
-        assert all("continue" in r.params for r in api.requests_for("list")[1:])
+        lists = api.requests_for("list")
+        assert len(lists) == 7
+        assert all(r.params["limit"] == "20" for r in lists)
+        assert all("continue" in r.params for r in lists[1:])
 
 
 def test_sigterm_exits_zero_quickly_without_partial_files(
@@ -160,8 +164,9 @@ def test_missing_setting_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_unusable_settings_at_start_exit_with_the_reason(tmp_path: Path) -> None:
-    """A template folder that is not a folder, or no API configuration at all: exit 2 with
-    one JSON log line saying which; a busy health port: exit 1 naming the port.
+    """A template folder that is not a folder: exit 2 with one plain line naming the
+    variable, as for any bad setting; no API configuration at all: exit 2 with one JSON log
+    line naming the kubeconfig it tried; a busy health port: exit 1 naming the port.
     """
     base = {
         "PODLISTER_SERVICE": "web",
@@ -174,11 +179,16 @@ def test_unusable_settings_at_start_exit_with_the_reason(tmp_path: Path) -> None
         {**base, "KUBECONFIG": str(kubeconfig), "PODLISTER_TEMPLATE_DIR": str(kubeconfig)}
     )
     assert not_a_folder.returncode == 2
-    assert "is not a directory" in str(last_record(not_a_folder.stdout)["reason"])
+    assert not_a_folder.stdout == ""
+    assert not_a_folder.stderr.splitlines() == [
+        f"podlister-sidecar: PODLISTER_TEMPLATE_DIR {kubeconfig} is not a directory"
+    ]
 
     no_config = run_to_exit({**base, "KUBECONFIG": str(tmp_path / "absent")})
     assert no_config.returncode == 2
-    assert "no Kubernetes API configuration" in str(last_record(no_config.stdout)["reason"])
+    reason = str(last_record(no_config.stdout)["reason"])
+    assert "no Kubernetes API configuration" in reason
+    assert str(tmp_path / "absent") in reason
 
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
@@ -196,8 +206,9 @@ def last_record(stdout: str) -> dict[str, object]:
 
 
 def test_an_output_folder_that_is_not_a_folder_exits_2(tmp_path: Path) -> None:
-    """PODLISTER_OUTPUT_DIR missing, or a file: exit 2 with one JSON line naming it (in a pod
-    the emptyDir is mounted before the sidecar starts, so this is a wrong manifest).
+    """PODLISTER_OUTPUT_DIR missing, or a file: exit 2 with one plain line naming it, as for
+    any bad setting (in a pod the emptyDir is mounted before the sidecar starts, so this is a
+    wrong manifest; before: the third of three JSON lines).
     """
     kubeconfig = write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:1")
     for wrong in (tmp_path / "not-there", kubeconfig):
@@ -211,6 +222,35 @@ def test_an_output_folder_that_is_not_a_folder_exits_2(tmp_path: Path) -> None:
             }
         )
         assert result.returncode == 2, result.stdout
-        assert last_record(result.stdout)["reason"] == (
-            f"PODLISTER_OUTPUT_DIR {wrong} is not a directory"
-        )
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [
+            f"podlister-sidecar: PODLISTER_OUTPUT_DIR {wrong} is not a directory"
+        ]
+
+
+def test_a_service_name_nobody_uses_is_said_not_shown_as_zero_pods(
+    api: ApiStandIn, start_sidecar: Start
+) -> None:
+    """PODLISTER_SERVICE with a typo (no EndpointSlice names it): a warning line saying so,
+    podlister_endpoint_objects 0 for an alert, index.json's objects 0 and the page saying the
+    Service has no endpoints at all (before: "0 pods behind podlistr" and an info line).
+    """
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    sidecar = start_sidecar(service="podlistr")
+    sidecar.wait_file("index.json", lambda text: json.loads(text)["objects"] == 0)
+    assert sidecar.events("no_endpoint_objects")
+    sidecar.wait_metric("podlister_endpoint_objects", 0)
+    html = (sidecar.output_dir / "index.html").read_text()
+    assert '<p id="no-objects" class="banner warn">' in html
+
+
+def test_an_unknown_setting_is_a_warning(api: ApiStandIn, start_sidecar: Start) -> None:
+    """A PODLISTER_* variable the sidecar does not know (a typo such as
+    PODLISTER_IDLE_TIMEOUTS) is one warning naming it; the sidecar runs on.
+    """
+    api.apply(slice_of("web-a", "10.0.0.1"))
+    sidecar = start_sidecar(extra_env={"PODLISTER_IDLE_TIMEOUTS": "5"})
+    sidecar.wait_page(["10.0.0.1"])
+    [warning] = sidecar.events("unknown_settings")
+    assert warning["variables"] == ["PODLISTER_IDLE_TIMEOUTS"]
+    assert "PODLISTER_IDLE_TIMEOUT" in warning["known"]

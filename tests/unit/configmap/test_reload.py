@@ -70,7 +70,6 @@ def watching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
         target=reload.watch_templates,
         kwargs={
             "template_dir": tmp_path,
-            "current": None,
             "sink": sink,
             "health": HealthState(stuck_after=60),
             "metrics": metrics,
@@ -78,6 +77,7 @@ def watching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
         },
     )
     thread.start()
+    sink.wait_for(1)  # the first load: nothing there yet, the packaged page
     yield sink, metrics
     stop.set()
     thread.join(timeout=10)
@@ -87,14 +87,22 @@ def watching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
 def test_each_new_text_is_handed_on_and_a_removed_file_is_the_packaged_page(
     tmp_path: Path, watching: tuple[Sink, Metrics]
 ) -> None:
-    """Writing a template hands it on; removing the file hands on None (the packaged page)."""
+    """The first load (an empty folder) hands on the packaged page (None); writing a template
+    hands it on; the same text written again is handed on again (a template rejected on real
+    data comes back); removing the file hands on None.
+    """
     sink, _ = watching
+    assert sink.handed == [None]
     (tmp_path / TEMPLATE_NAME).write_text("one")
-    [first] = sink.wait_for(1)
+    first = sink.wait_for(2)[1]
     assert first is not None
     assert first.source == "one"
+    (tmp_path / TEMPLATE_NAME).write_text("one")
+    again = sink.wait_for(3)[2]
+    assert again is not None
+    assert again.source == "one"
     (tmp_path / TEMPLATE_NAME).unlink()
-    assert sink.wait_for(2)[1] is None
+    assert sink.wait_for(4)[3] is None
 
 
 def test_a_broken_template_is_counted_and_the_current_one_stays(
@@ -112,7 +120,7 @@ def test_a_broken_template_is_counted_and_the_current_one_stays(
             what="the broken template counted",
         )
         (tmp_path / TEMPLATE_NAME).write_text("good")
-        [good] = sink.wait_for(1)
+        good = sink.wait_for(2)[1]
     assert good is not None
     assert good.source == "good"
     assert [line["keeping"] for line in logs if line["event"] == "template_invalid"] == [
@@ -123,9 +131,42 @@ def test_a_broken_template_is_counted_and_the_current_one_stays(
 def test_a_broken_first_template_starts_the_packaged_page(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """first_template: a broken template at start is the packaged page (None), counted."""
+    """A broken template at start is counted and the packaged page handed on (None: the
+    publisher's first page waits for this word); the watcher ends when told to.
+    """
     (tmp_path / TEMPLATE_NAME).write_text("broken")
     monkeypatch.setattr(reload, "load_template", read)
-    metrics = Metrics()
-    assert reload.first_template(tmp_path, metrics) is None
+    metrics, sink, stop = Metrics(), Sink(), threading.Event()
+    stop.set()
+    reload.watch_templates(
+        template_dir=tmp_path,
+        sink=sink,
+        health=HealthState(stuck_after=60),
+        metrics=metrics,
+        stop_event=stop,
+    )
+    assert sink.handed == [None]
     assert metrics.registry.get_sample_value("podlister_errors_total", {"kind": "template"}) == 1
+
+
+def test_a_template_named_as_the_page_is_pointed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder with index.html but no index.html.j2 (a likely slip) is a warning naming
+    both, and the packaged page.
+    """
+    (tmp_path / "index.html").write_text("<p>{{ service }}</p>")
+    monkeypatch.setattr(reload, "load_template", read)
+    stop, sink = threading.Event(), Sink()
+    stop.set()
+    with structlog.testing.capture_logs() as logs:
+        reload.watch_templates(
+            template_dir=tmp_path,
+            sink=sink,
+            health=HealthState(stuck_after=60),
+            metrics=Metrics(),
+            stop_event=stop,
+        )
+    [warning] = [line for line in logs if line["event"] == "template_not_used"]
+    assert "index.html.j2" in warning["hint"]
+    assert sink.handed == [None]

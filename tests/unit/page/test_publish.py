@@ -45,12 +45,16 @@ class Running:
         folder: Path,
         clock: Callable[[], float],
         previous: PreviousPage | None = None,
+        template_dir: Path | None = None,
     ) -> None:
         """Start the loop; nothing is written before the first snapshot (or a change to
         the previous page).
         """
+        environ = {"PODLISTER_SERVICE": "web", "PODLISTER_OUTPUT_DIR": str(folder)}
+        if template_dir is not None:
+            environ["PODLISTER_TEMPLATE_DIR"] = str(template_dir)
         settings = load_settings(
-            {"PODLISTER_SERVICE": "web", "PODLISTER_OUTPUT_DIR": str(folder)},
+            environ,
             namespace_file=Path("/nonexistent"),
             stdout_is_tty=False,
         )
@@ -208,6 +212,33 @@ def test_a_template_failing_on_real_data_falls_back_to_the_packaged_page(
         "podlister_errors_total", {"kind": "template"}
     )
     assert rejected == 1
+
+
+def test_with_a_template_folder_the_first_page_waits_for_the_template(tmp_path: Path) -> None:
+    """With a template folder set, a snapshot is not written until the template watcher has
+    handed on its first template: the first page is already the user's (one write, not the
+    packaged page and then theirs).
+    """
+    folder = tmp_path / "out"
+    folder.mkdir()
+    looked = [0]
+
+    def clock() -> float:  # the loop calls it each time it looks at its state
+        looked[0] += threading.current_thread().name == "publish"
+        return time.monotonic()
+
+    publisher = Running(folder, clock, template_dir=tmp_path)
+    try:
+        wait_until(lambda: looked[0], timeout=5, what="the loop's first look")
+        before = looked[0]  # it found nothing to do, and waits for news
+        publisher.submit("10.0.0.1")
+        wait_until(lambda: looked[0] > before, timeout=5, what="the loop seeing the snapshot")
+        publisher.publisher.set_template(FailsOnTwo())
+        html = wait_until((folder / "index.html").read_text, timeout=5, what="the first page")
+        assert html == "ok"
+        assert publisher.writes() == 1
+    finally:
+        publisher.stop()
 
 
 def test_a_failed_write_is_retried_until_the_folder_works(tmp_path: Path) -> None:
