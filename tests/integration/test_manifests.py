@@ -425,3 +425,50 @@ def test_metrics_port_only_for_labelled_namespaces(rendered: dict[str, Path], va
         8081: [{"namespaceSelector": {"matchLabels": {"podlister/metrics": "scrape"}}}],
     }
     assert all(len(r["ports"]) == 1 for r in policy["spec"]["ingress"])
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_a_container_that_exits_says_why_in_describe(
+    rendered: dict[str, Path], variant: str
+) -> None:
+    """Both containers fall back to their logs for the termination message: `kubectl describe
+    pod` shows a bad setting's one line, not only `Exit Code: 2`.
+    """
+    spec = pod_spec(docs(rendered, variant))
+    for container in spec["initContainers"] + spec["containers"]:
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError", container["name"]
+
+
+def test_an_overlay_of_your_own_sets_the_image_whatever_the_release_pinned(
+    tmp_path: Path,
+) -> None:
+    """After `tox -e release` has pinned a build into the do overlay's image component, a copy
+    of the example overlay (the README's way to keep your settings) still deploys the image
+    its own images: entry names (before: silently the release's, the entry matching nothing).
+    """
+    copy = tmp_path / "repo"
+    for folder in ("k8s", "kustomize"):
+        shutil.copytree(REPO / folder, copy / folder)
+    pinned = copy / "kustomize/overlays/do/image/kustomization.yaml"
+    component = yaml.safe_load(pinned.read_text())
+    component["images"] = [
+        {
+            "name": SIDECAR_IMAGE,
+            "newName": "released.example/podlister-sidecar",
+            "digest": "sha256:" + "cd" * 32,
+        }
+    ]
+    pinned.write_text(yaml.safe_dump(component))
+    mine = copy / "kustomize/overlays/mine"
+    shutil.copytree(copy / "kustomize/overlays/example", mine)
+    result = subprocess.run(
+        [tool("kubectl"), "kustomize", str(mine)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    objects = [d for d in yaml.safe_load_all(result.stdout) if d]
+    wanted = yaml.safe_load((mine / "kustomization.yaml").read_text())["images"][0]
+    sidecar = pod_spec(objects)["initContainers"][0]
+    assert sidecar["image"] == f"{wanted['newName']}@{wanted['digest']}"

@@ -159,12 +159,14 @@ class LocalCluster:
             self.pods[index] = pod
             sidecar.start()
         # startupProbe of the native sidecar: nginx waits for the first page.
-        wait_until(lambda: sidecar.probe("/readyz") == 200, timeout=30, what=f"{ip} sidecar ready")
+        # Bounds for a busy machine: several pods start at once on two loaded cores (the
+        # demo beside a test suite took more than 10 s for an nginx to answer).
+        wait_until(lambda: sidecar.probe("/readyz") == 200, timeout=60, what=f"{ip} sidecar ready")
         with self._lock:
             if self.closing.is_set():
                 raise ClusterClosingError("the cluster is stopping")
             nginx.start()
-        wait_until(lambda: nginx.status("/readyz") == 200, timeout=10, what=f"{ip} nginx ready")
+        wait_until(lambda: nginx.status("/readyz") == 200, timeout=60, what=f"{ip} nginx ready")
         pod.state = "ready"
         self.ready_at[ip] = time.monotonic()
         self._sync_slices()

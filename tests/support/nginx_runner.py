@@ -103,7 +103,7 @@ class NginxPod:
     def start(self) -> NginxPod:
         """Start nginx in the foreground (the conf says daemon off) and wait until it answers."""
         self.process = start_nginx(self.folder)
-        wait_until(self._answers, timeout=10, what=f"nginx on {self.url}")
+        wait_until(self._answers, timeout=60, what=f"nginx on {self.url}")  # a busy machine
         return self
 
     def _answers(self) -> bool:

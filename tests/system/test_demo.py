@@ -8,6 +8,7 @@ runs its steps and exits; a busy --port is one line and exit 2.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -114,6 +115,19 @@ def test_ctrl_c_stops_everything(demo: Demo) -> None:
     demo.process.wait(timeout=60)
     assert_all_gone(root)
     assert f"stopped every process; removed {root}" in demo.output()
+
+
+@pytest.mark.timeout(420)
+def test_the_demos_sidecars_log_nothing_to_worry_about(demo: Demo) -> None:
+    """A demo that ran its steps: no sidecar logged a warning or an error (before: every one
+    warned client_import_fallback, the demo's kubernetes not being the locked one).
+    """
+    root = started(demo)
+    logs = sorted(root.glob("**/sidecar.log"))
+    assert logs
+    lines = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
+    assert any(line["event"] == "membership_changed" for line in lines)
+    assert [line for line in lines if line["level"] not in {"debug", "info"}] == []
 
 
 @pytest.mark.timeout(420)

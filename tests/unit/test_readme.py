@@ -117,3 +117,21 @@ def test_each_test_named_for_a_command_exists_and_takes_it_from_the_table() -> N
         text = (REPO / "tests" / path).read_text(encoding="utf-8")
         assert f"def {function}(" in text, (path, function)
         assert f"documented.{names[command]}" in text, (path, names[command])
+
+
+def test_the_readme_tells_a_user_what_trips_them() -> None:
+    """What new users tripped over is said where they look: a drain needs
+    --delete-emptydir-data and can wait on the PodDisruptionBudget; the image of an overlay of
+    your own is set in that overlay; the membership rule and its two differences from
+    kube-proxy (ports, topology).
+    """
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for words in (
+        "--delete-emptydir-data",
+        "PodDisruptionBudget keeps one pod up",
+        "set in one place",
+        "read as kube-proxy reads",
+        "ports are ignored",
+        "topology",
+    ):
+        assert words in readme, words
