@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 import watchfiles
 
-from sidecar.configmap.worker import load_template
+from sidecar.configmap.worker import Stopping, load_template
 from sidecar.metrics import ErrorKind
 from sidecar.page.render import TEMPLATE_NAME, TemplateError
 
@@ -48,7 +48,7 @@ def watch_templates(
     The whole folder is watched, not the file: a ConfigMap volume swaps its ``..data`` symlink.
     """
     health.beat(WORKER)
-    keeping = _load(template_dir, sink, metrics, keeping="")
+    keeping = _load(template_dir, sink, metrics, stop_event, keeping="")
     health.waiting(WORKER)  # between changes it waits inside watchfiles, for any time
     for _ in watchfiles.watch(
         template_dir,
@@ -60,17 +60,26 @@ def watch_templates(
         raise_interrupt=False,
     ):
         health.beat(WORKER)
-        keeping = _load(template_dir, sink, metrics, keeping=keeping)
+        keeping = _load(template_dir, sink, metrics, stop_event, keeping=keeping)
         health.waiting(WORKER)
 
 
-def _load(template_dir: Path, sink: TemplateSink, metrics: Metrics, *, keeping: str) -> str:
+def _load(
+    template_dir: Path,
+    sink: TemplateSink,
+    metrics: Metrics,
+    stop_event: threading.Event,
+    *,
+    keeping: str,
+) -> str:
     """Load the folder's template and hand it on; the origin of the one the page keeps.
 
     keeping: that origin so far, "" before the first load.
     """
     try:
-        template = load_template(template_dir)
+        template = load_template(template_dir, stop_event)
+    except Stopping:  # the child was ended: nothing to say about the template
+        return keeping
     except TemplateError as exc:
         metrics.errors.labels(ErrorKind.TEMPLATE).inc()
         log.error("template_invalid", **exc.fields(), keeping=keeping or "<packaged>")

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -32,6 +33,13 @@ log = structlog.get_logger("sidecar.templates")
 # Wall-clock bound on one answer from the child, for a child that is starved of CPU rather
 # than spinning (the CPU bound is the child's own, MAX_RENDER_SECONDS of CPU time).
 ANSWER_TIMEOUT = 30.0
+# While it waits for an answer, how often it looks whether the sidecar is stopping: a stop
+# during a slow compile (seconds of CPU) ends the child at once, within the 2 s of a stop.
+STOP_CHECK = 0.1
+
+
+class Stopping(Exception):  # noqa: N818 - not an error: the sidecar is stopping
+    """The sidecar is stopping: the child was ended before it answered."""
 
 
 @dataclasses.dataclass
@@ -56,9 +64,12 @@ class IsolatedTemplate:
         self._child: _Child | None = None
         self._lock = threading.Lock()  # the publisher renders; the template watcher compiles
 
-    def compile(self) -> IsolatedTemplate:
-        """Compile and try it on sample data in the child; TemplateError if that fails."""
-        self._ask(None)
+    def compile(self, stopping: threading.Event | None = None) -> IsolatedTemplate:
+        """Compile and try it on sample data in the child; TemplateError if that fails.
+
+        Stopping, the child ended, once ``stopping`` (the sidecar's stop event) is set.
+        """
+        self._ask(None, stopping)
         return self
 
     def render_html(self, data: PageData, fields: dict[str, Any]) -> str:
@@ -71,7 +82,9 @@ class IsolatedTemplate:
         with self._lock:
             self._stop()
 
-    def _ask(self, request: dict[str, Any] | None) -> dict[str, Any]:
+    def _ask(
+        self, request: dict[str, Any] | None, stopping: threading.Event | None = None
+    ) -> dict[str, Any]:
         """The answer to request (None: only compile); TemplateError for any failure.
 
         A child that something outside ended (a signal it did not earn) is started again
@@ -80,7 +93,7 @@ class IsolatedTemplate:
         with self._lock:
             for attempt in range(2):
                 try:
-                    answer = self._exchange_all(request)
+                    answer = self._exchange_all(request, stopping)
                 except (OSError, EOFError, ValueError) as exc:
                     fault, reason = self._why_gone(exc)
                     self._stop()
@@ -96,14 +109,17 @@ class IsolatedTemplate:
                 return answer
         raise AssertionError  # not reached: the second attempt returns or raises
 
-    def _exchange_all(self, request: dict[str, Any] | None) -> dict[str, Any]:
+    def _exchange_all(
+        self, request: dict[str, Any] | None, stopping: threading.Event | None
+    ) -> dict[str, Any]:
         """Start the child and compile if it is not running; then ask request, if any."""
         answer: dict[str, Any] = {}
         if self._child is None:
             self._child = self._start()
-            answer = self._exchange({"op": "compile", "source": self.source, "origin": self.origin})
+            compile_request = {"op": "compile", "source": self.source, "origin": self.origin}
+            answer = self._exchange(compile_request, stopping)
         if request is not None and "error" not in answer:
-            answer = self._exchange(request)
+            answer = self._exchange(request, stopping)
         return answer
 
     def _start(self) -> _Child:
@@ -121,15 +137,23 @@ class IsolatedTemplate:
         assert process.stdout is not None  # noqa: S101
         return _Child(process, Pipe(process.stdout, process.stdin))
 
-    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _exchange(
+        self, request: dict[str, Any], stopping: threading.Event | None
+    ) -> dict[str, Any]:
         child = self._child
         assert child is not None  # noqa: S101 - started by the caller
         child.pipe.send(request)
-        if not child.pipe.answered_within(ANSWER_TIMEOUT):
-            child.killed = True
-            child.process.kill()
-            msg = f"no answer within {ANSWER_TIMEOUT:.0f} s"
-            raise ValueError(msg)
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while not child.pipe.answered_within(STOP_CHECK):
+            if stopping is not None and stopping.is_set():
+                child.process.kill()
+                self._stop()
+                raise Stopping
+            if time.monotonic() > deadline:
+                child.killed = True
+                child.process.kill()
+                msg = f"no answer within {ANSWER_TIMEOUT:.0f} s"
+                raise ValueError(msg)
         return child.pipe.receive()
 
     def _why_gone(self, exc: BaseException) -> tuple[bool, str]:
@@ -163,8 +187,13 @@ class IsolatedTemplate:
             process.wait(timeout=5)
 
 
-def load_template(template_dir: Path) -> IsolatedTemplate | None:
-    """The template in template_dir, compiled; None when it holds none (the packaged page)."""
+def load_template(
+    template_dir: Path, stopping: threading.Event | None = None
+) -> IsolatedTemplate | None:
+    """The template in template_dir, compiled; None when it holds none (the packaged page).
+
+    Stopping when the sidecar stops (``stopping`` set) before the compile is done.
+    """
     path = template_dir / TEMPLATE_NAME
     try:
         source = path.read_text(encoding="utf-8")
@@ -172,4 +201,4 @@ def load_template(template_dir: Path) -> IsolatedTemplate | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(file=str(path), line=None, reason=str(exc)) from exc
-    return IsolatedTemplate(source, str(path)).compile()
+    return IsolatedTemplate(source, str(path)).compile(stopping)

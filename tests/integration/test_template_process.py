@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import resource
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
 from sidecar.configmap.child import MAX_RENDER_SECONDS, MEMORY_LIMIT
-from sidecar.configmap.worker import IsolatedTemplate, load_template
+from sidecar.configmap.worker import IsolatedTemplate, Stopping, load_template
 from sidecar.page.document import PageData
 from sidecar.page.member import Member
 from sidecar.page.membership import Membership
@@ -129,3 +130,17 @@ def test_override_and_fallback(tmp_path: Path) -> None:
     finally:
         page.close()
     assert html == b"10.0.0.1,10.0.0.2"
+
+
+def test_a_compile_the_sidecar_stops_is_ended_at_once() -> None:
+    """A compile that spins, asked while the sidecar is stopping: the child is ended at the
+    first look (Stopping), long before its CPU bound would have ended it, and is reaped.
+    """
+    spin = '{% set s = "x"*4000000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}'
+    stopping = threading.Event()
+    stopping.set()
+    before = children_cpu()
+    with pytest.raises(Stopping):
+        IsolatedTemplate(spin, ORIGIN).compile(stopping)
+    used = children_cpu() - before  # counted once the child is reaped
+    assert 0 < used < MAX_RENDER_SECONDS

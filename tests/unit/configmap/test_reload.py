@@ -34,7 +34,7 @@ class Loaded:
         self.closed = True
 
 
-def read(folder: Path) -> Loaded | None:
+def read(folder: Path, stopping: threading.Event | None = None) -> Loaded | None:  # noqa: ARG001
     """The loader, without a child: the file's text; "broken" in it is a template error."""
     path = folder / TEMPLATE_NAME
     if not path.exists():
