@@ -1,9 +1,11 @@
 """Figures for the README's hostile-neighbour rows: ``python -m bench.hostile`` (from tests/).
 
 Against a real sidecar on the API stand-in: probe answers and latency while 80 clients drip
-request heads a byte at a time; RSS before, during and after floods of 16 requests with
-6 MB of headers each. Then, for each hostile template, what its child process used (CPU
-seconds and peak RSS) before it was stopped, and what the caller saw.
+request heads a byte at a time, and while 4 clients connect and close as fast as they can;
+RSS before, during and after floods of 16 requests with 6 MB of headers each. Then, for each
+hostile template, what its child process used (CPU seconds and peak RSS) before it was
+stopped, and what the caller saw; SIGTERM to exit during a template's slow first compile;
+peak RSS (VmHWM) at growing numbers of endpoints whose names are as long as the API allows.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from bench.stats import summary
 from kubestub import ApiStandIn, endpoint, endpoint_slice
+from support.polling import wait_until
 from support.ports import free_port
 from support.procstat import rss_kib
 from support.sidecar_process import SidecarProcess, write_kubeconfig
@@ -56,10 +60,10 @@ print(json.dumps({"outcome": outcome, "cpu": usage.ru_utime + usage.ru_stime,
 """
 
 
-def probe(url: str) -> tuple[int, float]:
+def probe(url: str, timeout: float = 2) -> tuple[int, float]:
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
             code = int(response.status)
     except urllib.error.HTTPError as exc:
         code = exc.code
@@ -94,6 +98,35 @@ def drip_attack(sidecar: SidecarProcess, clients: int, seconds: float) -> None:
         thread.join(timeout=5)
     ok = answers.count(200)
     print(f"drip attack, {clients} clients, {seconds:.0f} s: {ok} of {len(answers)} probes 200")
+    print(f"  probe latency: {summary(latencies)}")
+
+
+def churn(sidecar: SidecarProcess, seconds: float) -> None:
+    host, port = sidecar.health_addr.rsplit(":", 1)
+    stop, opened = threading.Event(), [0]
+
+    def connect_and_close() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                socket.create_connection((host, int(port)), timeout=1).close()
+                opened[0] += 1
+
+    threads = [threading.Thread(target=connect_and_close, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    answers, latencies = [], []
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        code, took = probe(sidecar.health_url("/healthz"), timeout=1)
+        answers.append(code)
+        latencies.append(took)
+        time.sleep(0.05)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=5)
+    rate = opened[0] / (time.monotonic() - started)
+    ok = answers.count(200)
+    print(f"churn, {rate:,.0f} connect+close a second: {ok} of {len(answers)} probes 200 (1 s)")
     print(f"  probe latency: {summary(latencies)}")
 
 
@@ -142,10 +175,85 @@ def templates() -> None:
         )
 
 
+SPIN = '{% set s = "x"*4000000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}'
+
+
+def stop_during_compile(root: Path, api: ApiStandIn, runs: int) -> None:
+    templates = root / "templates"
+    templates.mkdir()
+    (templates / "index.html.j2").write_text(SPIN, encoding="utf-8")
+    took, codes = [], []
+    for run in range(runs):
+        sidecar = _sidecar(root / f"stop-{run}", api, PODLISTER_TEMPLATE_DIR=str(templates))
+        try:
+            wait_until(lambda: _children(sidecar.pid), timeout=30, what="the child")  # noqa: B023
+            sent = time.monotonic()
+            sidecar.signal(signal.SIGTERM)
+            codes.append(sidecar.wait_exit(timeout=10))
+            took.append(time.monotonic() - sent)
+        finally:
+            sidecar.stop()
+    print(f"SIGTERM during a slow first compile, {runs} runs: exit codes {sorted(set(codes))}")
+    print(f"  signal to exit: {summary(took)}")
+
+
+def largest_input(root: Path, sizes: list[int]) -> None:
+    name = "n" * 253
+    for size in sizes:
+        with ApiStandIn() as api:
+            for s in range(size // 100):
+                endpoints = [
+                    endpoint(
+                        f"10.{s // 250}.{s % 250}.{i}",
+                        pod=f"{s}-{i}-{name}"[:253],
+                        node=name,
+                        zone=name,
+                    )
+                    for i in range(1, 101)
+                ]
+                api.apply(endpoint_slice(f"web-{s}", service="web", endpoints=endpoints))
+            sidecar = _sidecar(root / f"size-{size}", api)
+            try:
+                wait_until(
+                    lambda: len(sidecar.addresses() or []) == size,  # noqa: B023
+                    timeout=600,
+                    what=f"{size} addresses",
+                )
+                peak = rss_kib(sidecar.pid, "VmHWM") / 1024
+                page = json.loads((sidecar.output_dir / "index.json").read_text())
+            finally:
+                sidecar.stop()
+        print(
+            f"{size:>6} endpoints, names of 253: peak RSS {peak:6.1f} MiB, "
+            f"compact page {page['compact']}"
+        )
+
+
+def _sidecar(root: Path, api: ApiStandIn, **env: str) -> SidecarProcess:
+    out = root / "out"
+    out.mkdir(parents=True)
+    return SidecarProcess(
+        kubeconfig=write_kubeconfig(root / "kubeconfig", api.url),
+        output_dir=out,
+        log_path=root / "sidecar.log",
+        health_addr=f"127.0.0.1:{free_port()}",
+        extra_env=env,
+    ).start()
+
+
+def _children(pid: int) -> list[str]:
+    """The child processes of pid, whichever of its threads started them."""
+    return [
+        c for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()
+    ]
+
+
 def main() -> int:
-    """Run the three measurements once and print them."""
+    """Run each measurement once and print it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--stops", type=int, default=20, help="runs of the stop measurement")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 20_000, 40_000, 80_000])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="podlister-hostile-") as tmp, ApiStandIn() as api:
         root = Path(tmp)
@@ -161,10 +269,13 @@ def main() -> int:
         try:
             sidecar.wait_page(["10.0.0.1"], timeout=30)
             drip_attack(sidecar, clients=80, seconds=args.seconds)
+            churn(sidecar, seconds=args.seconds)
             header_flood(sidecar, rounds=3)
         finally:
             sidecar.stop()
-    templates()
+        stop_during_compile(root, api, args.stops)
+        templates()
+        largest_input(root, args.sizes)
     return 0
 
 
