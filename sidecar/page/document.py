@@ -46,6 +46,8 @@ class PageData:
     """The folder is too small for the full page: members without detail, no history."""
     objects: int = 1
     """The Service's EndpointSlices (or Endpoints): none means no object names it (a typo?)."""
+    programming_latency: float | None = None
+    """Seconds from the latest change's trigger to this page (None: none since the start)."""
 
     def compacted(self) -> PageData:
         """The same list of addresses, without pod and node names and without history."""
@@ -78,6 +80,9 @@ def scalars(data: PageData) -> dict[str, Any]:
         "stale_since": timestamp(data.stale_since) if data.stale_since else None,
         "compact": data.compact,
         "objects": data.objects,
+        "programming_latency_ms": (
+            None if data.programming_latency is None else round(data.programming_latency * 1000)
+        ),
         "changes": [
             {
                 "at": timestamp(c.at),

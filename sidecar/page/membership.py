@@ -7,6 +7,7 @@ Every field of an API object is treated as untrusted: addresses are validated wi
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import ipaddress
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -41,6 +42,9 @@ class SliceView:
     """What else was wrong (conditions that are not booleans, names cut): logged, not fatal."""
     text: int = 0
     """Characters of its members' addresses and names: what a page of them weighs."""
+    changed_at: float | None = None
+    """When the change it records was triggered (Unix time), as the controller that wrote it
+    stamps it; None when it is not stamped (kube-proxy measures its own latency from it)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -150,15 +154,32 @@ def _pod_name(target_ref: object, malformed: list[str]) -> str:
 
 
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
+# Set by the EndpointSlice and Endpoints controllers on each change a pod or the Service
+# triggered (RFC 3339, UTC): the Ready condition's lastTransitionTime, in whole seconds.
+TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
+
+
+def changed_at(metadata: Mapping[str, Any]) -> float | None:
+    """The object's trigger time as Unix time; None when absent or not a zoned RFC 3339 time."""
+    value = _mapping(metadata.get("annotations")).get(TRIGGER_TIME)
+    if not isinstance(value, str) or len(value) > 40:  # noqa: PLR2004 - RFC 3339 with nanoseconds is 30
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def slice_view(obj: Mapping[str, Any]) -> SliceView:
     """Parse a discovery.k8s.io/v1 EndpointSlice; FQDN slices hold no addresses we list."""
-    name = _text(_mapping(obj.get("metadata")).get("name"))
+    metadata = _mapping(obj.get("metadata"))
+    name = _text(metadata.get("name"))
     family = _FAMILIES.get(_text(obj.get("addressType")))
     if family is None:
         return SliceView(name=name, endpoints=())
-    return _view(name, family, _sequence(obj.get("endpoints")))
+    view = _view(name, family, _sequence(obj.get("endpoints")))
+    return dataclasses.replace(view, changed_at=changed_at(metadata))
 
 
 def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
@@ -169,7 +190,9 @@ def endpoints_view(obj: Mapping[str, Any]) -> SliceView:
         for field, ready in (("addresses", True), ("notReadyAddresses", False))
         for address in map(_mapping, _sequence(subset.get(field)))
     ]
-    return _view(_text(_mapping(obj.get("metadata")).get("name")), None, endpoints)
+    metadata = _mapping(obj.get("metadata"))
+    view = _view(_text(metadata.get("name")), None, endpoints)
+    return dataclasses.replace(view, changed_at=changed_at(metadata))
 
 
 def _view(name: str, family: int | None, raw_endpoints: list[Any]) -> SliceView:

@@ -33,6 +33,7 @@ class PreviousPage:
     changes: tuple[Change, ...]
     source: Source
     objects: int = 1
+    programming_latency: float | None = None
 
 
 def _text(value: object, limit: int = 253) -> str:
@@ -100,11 +101,13 @@ def parse_previous(document: Any, *, service: str, namespace: str) -> PreviousPa
     except (TypeError, ValueError):
         return None
     source, objects = document.get("source"), document.get("objects")
+    latency = document.get("programming_latency_ms")
     return PreviousPage(
         membership=membership,
         changes=changes[:HISTORY_LENGTH],
         source=Source(source) if source in set(Source) else Source.ENDPOINT_SLICES,
         objects=objects if isinstance(objects, int) and objects >= 0 else 1,
+        programming_latency=latency / 1000 if type(latency) is int and latency >= 0 else None,
     )
 
 

@@ -17,6 +17,7 @@ from sidecar.backoff import Backoff
 from sidecar.metrics import ErrorKind
 from sidecar.page.document import PageData
 from sidecar.page.history import History
+from sidecar.page.latency import TriggerTimes
 from sidecar.page.membership import Membership, membership
 from sidecar.page.render import TemplateError
 from sidecar.page.write import WriteError
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from sidecar.config import Settings
     from sidecar.health.state import HealthState
     from sidecar.metrics import Metrics
-    from sidecar.page.membership import Snapshot
+    from sidecar.page.membership import SliceView, Snapshot
     from sidecar.page.previous import PreviousPage
     from sidecar.page.render import PackagedPage, PageTemplate
 
@@ -76,6 +77,8 @@ class Publisher:
         self._history = (
             History(previous.membership.addresses, previous.changes) if previous else History()
         )
+        self._triggers = TriggerTimes(started=time.time())
+        self._latency = previous.programming_latency if previous else None
         self._packaged = packaged
         # Only this thread renders: the template in use, and the one to go back to when it
         # fails (the latest of the user's that rendered real data, else the packaged page).
@@ -152,9 +155,14 @@ class Publisher:
             received_at, objects = self._clock(), self._previous.objects
         else:
             return
+        views = snapshot.views if snapshot else ()
+        fresh = self._triggers.fresh(views)
         state = (current, self._template, source, stale, objects)
-        if state == self._published:
+        if state == self._published:  # the page shows it already
+            self._programmed(views, fresh)
             return
+        if fresh:  # the page says how long the latest change took to reach it
+            self._latency = max(0.0, time.time() - max(fresh.values()))
         change = (
             self._history.note(current.addresses, dt.datetime.now(dt.UTC)) if snapshot else None
         )
@@ -179,12 +187,18 @@ class Publisher:
             changes=self._history.entries,
             stale_since=stale,
             objects=objects,
+            programming_latency=self._latency,
         )
         written = self._write(data)
         if written is not None:
             first = self._published is None
             self._published = (current, self._template, source, stale, objects)
             self._written(current, received_at, written, first=first)
+            self._programmed(views, fresh)
+
+    def _programmed(self, views: tuple[SliceView, ...], fresh: dict[str, float]) -> None:
+        for latency in self._triggers.measure(views, fresh, time.time()):
+            self._metrics.programming.observe(latency)
 
     def _write(self, data: PageData) -> list[str] | None:
         """Write data with the template in use, or the one that replaces it if it fails."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import socket
@@ -254,3 +255,33 @@ def test_an_unknown_setting_is_a_warning(api: ApiStandIn, start_sidecar: Start) 
     [warning] = sidecar.events("unknown_settings")
     assert warning["variables"] == ["PODLISTER_IDLE_TIMEOUTS"]
     assert "PODLISTER_IDLE_TIMEOUT" in warning["known"]
+
+
+def test_the_programming_latency_is_exported_and_shown(
+    api: ApiStandIn, start_sidecar: Start
+) -> None:
+    """A slice change stamped with a trigger time after the start (as the EndpointSlice
+    controller stamps it): the sidecar's histogram counts it once its page is written, and
+    index.json says how long it took; the first list's stamp (older) is not counted.
+    """
+    older = "2020-01-01T00:00:00Z"
+    api.apply(
+        endpoint_slice("web-a", service="web", endpoints=[endpoint("10.0.0.1")], triggered_at=older)
+    )
+    sidecar = start_sidecar()
+    sidecar.wait_page(["10.0.0.1"])
+    api.wait_watching()
+    stamp = dt.datetime.now(dt.UTC).isoformat()
+    api.apply(
+        endpoint_slice(
+            "web-a",
+            service="web",
+            endpoints=[endpoint("10.0.0.1"), endpoint("10.0.0.2")],
+            triggered_at=stamp,
+        )
+    )
+    sidecar.wait_page(["10.0.0.1", "10.0.0.2"])
+    sidecar.wait_metric("podlister_network_programming_duration_seconds_count", 1)
+    latency = json.loads((sidecar.output_dir / "index.json").read_text())["programming_latency_ms"]
+    assert isinstance(latency, int)
+    assert 0 <= latency < 10_000

@@ -38,8 +38,12 @@ def endpoint_slice(
     endpoints: list[dict[str, Any]] | None,
     address_type: str = "IPv4",
     namespace: str = "default",
+    triggered_at: str | None = None,
 ) -> dict[str, Any]:
-    """A discovery.k8s.io/v1 EndpointSlice labelled for its Service, as the controller makes it."""
+    """A discovery.k8s.io/v1 EndpointSlice labelled for its Service, as the controller makes it
+    (with its last-change-trigger-time annotation when ``triggered_at`` is given).
+    """
+    annotations = {"endpoints.kubernetes.io/last-change-trigger-time": triggered_at}
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -50,6 +54,7 @@ def endpoint_slice(
                 "kubernetes.io/service-name": service,
                 "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
             },
+            **({"annotations": annotations} if triggered_at is not None else {}),
         },
         "addressType": address_type,
         "endpoints": endpoints,

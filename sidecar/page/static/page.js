@@ -283,6 +283,9 @@
     stale.hidden = !data.stale_since;
     if (data.stale_since) byId("stale-since").setAttribute("datetime", data.stale_since);
     byId("compact").hidden = !data.compact;
+    const latency = data.programming_latency_ms;
+    byId("programming-fact").hidden = typeof latency !== "number";
+    if (typeof latency === "number") byId("programming").textContent = (latency / 1000).toFixed(1);
     refreshTimes();
   }
 

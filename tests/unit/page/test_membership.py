@@ -390,3 +390,27 @@ def test_a_lone_surrogate_in_a_name_becomes_a_replacement_character() -> None:
     member = view.endpoints[0].member
     assert (member.pod, member.node) == ("bad\ufffdname", "n\ufffd")
     member.pod.encode()
+
+
+def test_a_slices_trigger_time_is_read_as_the_controller_writes_it() -> None:
+    """The last-change-trigger-time annotation, RFC 3339 with nanoseconds as the controller
+    writes it (or whole seconds), is Unix time; anything else is None, never an error.
+    """
+
+    def at(value: str | None) -> float | None:
+        obj = endpoint_slice("web-a", service="web", endpoints=[], triggered_at=value)
+        return slice_view(obj).changed_at
+
+    assert at("2026-12-07T05:00:00Z") == 1796619600.0
+    assert at("2026-12-07T05:00:00.250000000Z") == 1796619600.25
+    assert at("2026-12-07T06:00:00+01:00") == 1796619600.0
+    for hostile in (None, "", "yesterday", "2026-12-07", "2026-12-07T05:00:00", "9" * 4000):
+        assert at(hostile) is None, hostile
+    obj = endpoint_slice("web-a", service="web", endpoints=[])
+    obj["metadata"]["annotations"] = {"endpoints.kubernetes.io/last-change-trigger-time": 7}
+    assert slice_view(obj).changed_at is None
+    legacy = endpoints_object("web", ready=["10.0.0.1"])  # the Endpoints controller stamps too
+    legacy["metadata"]["annotations"] = {
+        "endpoints.kubernetes.io/last-change-trigger-time": "2026-12-07T05:00:00Z"
+    }
+    assert endpoints_view(legacy).changed_at == 1796619600.0

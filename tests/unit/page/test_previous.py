@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import TYPE_CHECKING
 
 import pytest
@@ -33,19 +34,23 @@ def written_page(tmp_path: Path) -> Path:
         changes=(
             Change(at=MOMENT, added=("10.0.0.1",), removed=(), added_count=1, removed_count=0),
         ),
+        programming_latency=0.75,
     )
     (tmp_path / "index.json").write_bytes(files(page)["index.json"])
     return tmp_path
 
 
 def test_the_page_we_wrote_reads_back(tmp_path: Path) -> None:
-    """Membership, history and source of a page we wrote come back as they were."""
+    """Membership, history, source and the latest change's latency of a page we wrote come
+    back as they were.
+    """
     previous = read_previous(written_page(tmp_path), service="web", namespace="shop")
     assert previous is not None
     assert previous.membership == SHOWN
     assert previous.changes[0].added == ("10.0.0.1",)
     assert previous.changes[0].at == MOMENT
     assert previous.source == "endpointslices"
+    assert previous.programming_latency == 0.75
 
 
 @pytest.mark.parametrize(("service", "namespace"), [("api", "shop"), ("web", "other")])
@@ -77,3 +82,15 @@ def test_missing_or_broken_files_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "index.json").unlink()
     (tmp_path / "index.json").mkdir()
     assert read_previous(tmp_path, service="web", namespace="shop") is None
+
+
+@pytest.mark.parametrize("latency", [True, -1, 1.5, "7", None])
+def test_a_latency_that_is_not_whole_milliseconds_reads_as_none(
+    tmp_path: Path, latency: object
+) -> None:
+    """A programming_latency_ms that is not a whole, non-negative number of ms is unknown."""
+    document = json.loads((written_page(tmp_path) / "index.json").read_text())
+    document["programming_latency_ms"] = latency
+    previous = parse_previous(document, service="web", namespace="shop")
+    assert previous is not None
+    assert previous.programming_latency is None

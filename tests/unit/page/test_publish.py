@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import json
 import os
 import threading
 import time
@@ -237,6 +238,42 @@ def test_with_a_template_folder_the_first_page_waits_for_the_template(tmp_path: 
         html = wait_until((folder / "index.html").read_text, timeout=5, what="the first page")
         assert html == "ok"
         assert publisher.writes() == 1
+    finally:
+        publisher.stop()
+
+
+def test_a_stamped_change_is_measured_once_and_shown_on_the_page(tmp_path: Path) -> None:
+    """A slice whose trigger time is after the start: once its page is written, one
+    observation of the programming latency, and index.json says how long it took; the same
+    trigger in the next change's snapshot is not measured again.
+    """
+    folder = tmp_path / "out"
+    folder.mkdir()
+    publisher = Running(folder, time.monotonic)
+    try:
+        stamp = dt.datetime.now(dt.UTC).isoformat()
+        for count, addresses in enumerate((["10.0.0.1"], ["10.0.0.1", "10.0.0.2"]), 1):
+            obj = endpoint_slice(
+                "web-a",
+                service="web",
+                endpoints=[endpoint(a) for a in addresses],
+                triggered_at=stamp,
+            )
+            snapshot = Snapshot(
+                views=(slice_view(obj),), source=Source.ENDPOINT_SLICES, received_at=0.0
+            )
+            publisher.publisher.submit(snapshot)
+
+            def written(expected: int = count) -> bool:
+                return publisher.writes() == expected
+
+            wait_until(written, timeout=5, what="the write")
+        registry = publisher.metrics.registry
+        name = "podlister_network_programming_duration_seconds_count"
+        assert registry.get_sample_value(name) == 1
+        latency = json.loads((folder / "index.json").read_text())["programming_latency_ms"]
+        assert isinstance(latency, int)
+        assert 0 <= latency < 60_000
     finally:
         publisher.stop()
 

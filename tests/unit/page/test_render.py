@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -58,6 +59,7 @@ def test_json_and_txt_contract() -> None:
         "generated_at",
         "source",
         "stale_since",
+        "programming_latency_ms",
         "compact",
         "objects",
         "changes",
@@ -165,3 +167,18 @@ def test_a_service_without_any_endpoint_object_says_so() -> None:
         '<p id="no-objects" class="banner warn" hidden>'
         in render(data("10.0.0.1"))["index.html"].decode()
     )
+
+
+def test_the_page_says_how_long_the_latest_change_took() -> None:
+    """With a programming latency the facts say it in seconds and index.json in ms; without
+    one (no stamped change since the start) the fact is hidden and the key null.
+    """
+    timed = dataclasses.replace(data("10.0.0.1"), programming_latency=1.26)
+    files = render(timed)
+    assert json.loads(files["index.json"])["programming_latency_ms"] == 1260
+    html = files["index.html"].decode()
+    assert '<div id="programming-fact"><dt>Latest change</dt>' in html
+    assert '<span id="programming">1.3</span> s' in html
+    untimed = render(data("10.0.0.1"))
+    assert json.loads(untimed["index.json"])["programming_latency_ms"] is None
+    assert '<div id="programming-fact" hidden>' in untimed["index.html"].decode()
