@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -74,6 +74,9 @@ class Metrics:
     def __init__(self) -> None:
         """Create the metrics in a fresh registry."""
         self.registry = registry = CollectorRegistry(auto_describe=True)
+        # process_resident_memory_bytes, process_cpu_seconds_total, ...: read from /proc at
+        # each scrape, so a dashboard shows each replica against its limits without cAdvisor.
+        ProcessCollector(registry=registry)
 
         def gauge(name: str, text: str, *labels: str) -> Gauge:
             return Gauge(name, text, labels, registry=registry)
@@ -121,6 +124,10 @@ class Metrics:
             " EndpointSlice controller stamps it) to the pages on disk; as kube-proxy's.",
             buckets=(0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0),
             registry=registry,
+        )
+        self.template_rejected = gauge(
+            "podlister_template_rejected",
+            "1 while the ConfigMap's template is rejected (the page keeps the last good one).",
         )
         self.ready = gauge("podlister_ready", "1 while /readyz answers 200.")
         self.watch_healthy = gauge("podlister_watch_healthy", "1 while the watch makes progress.")

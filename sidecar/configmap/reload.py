@@ -81,6 +81,7 @@ def _load(
     except Stopping:  # the child was ended: nothing to say about the template
         return keeping
     except TemplateError as exc:
+        metrics.template_rejected.set(1)
         metrics.errors.labels(ErrorKind.TEMPLATE).inc()
         log.error("template_invalid", **exc.fields(), keeping=keeping or "<packaged>")
         if not keeping:  # the first load: the publisher waits for a word
@@ -93,6 +94,7 @@ def _load(
             hint=f"name it {TEMPLATE_NAME}: index.html is what the sidecar writes",
         )
     origin = template.origin if template is not None else "<packaged>"
+    metrics.template_rejected.set(0)
     log.info("template_loaded", origin=origin)
     sink.set_template(template)
     return origin

@@ -237,6 +237,7 @@ class Publisher:
         if self._last_good is template:
             self._last_good = self._packaged
         self._template = self._last_good
+        self._metrics.template_rejected.set(1)
         self._metrics.errors.labels(ErrorKind.TEMPLATE).inc()
         log.error("template_rejected", **exc.fields(), keeping=self._template.origin)
 

@@ -1,6 +1,7 @@
 """The manifest linters: kube-score and kubeconform, built from their Go modules (go.mod
 here); the schemas kubeconform reads, taken from kubernetes-validate with their ``$ref``s
-made local; and checkov, from its own hash lock in a virtualenv of its own.
+made local, and made from the Prometheus Operator's CRDs (its Go module); and checkov, from
+its own hash lock in a virtualenv of its own.
 """
 
 from __future__ import annotations
@@ -83,3 +84,62 @@ def checkov() -> list[str]:
 
     folder = cache.filled(cache.root() / f"checkov-{key}", fill)
     return [str(folder / "bin" / "python"), "-m", "checkov.main"]
+
+
+# The Prometheus Operator's module, for its CRDs (example/prometheus-operator-crd): the
+# version and the go.sum hash of its zip, checked after the download.
+OPERATOR = "github.com/prometheus-operator/prometheus-operator"
+OPERATOR_VERSION = "v0.85.0"
+OPERATOR_SUM = "h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s="
+
+
+def operator_crds() -> Path:
+    """The folder of the Prometheus Operator's CRDs, from its Go module (hash checked)."""
+    go = shutil.which("go")
+    assert go, "the Prometheus Operator's CRDs come from its Go module: the Go toolchain"
+    result = subprocess.run(
+        [go, "mod", "download", "-json", f"{OPERATOR}@{OPERATOR_VERSION}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    module = json.loads(result.stdout)
+    assert module["Sum"] == OPERATOR_SUM, module
+    return Path(module["Dir"]) / "example" / "prometheus-operator-crd"
+
+
+def operator_schemas() -> Path:
+    """The strict JSON schemas kubeconform reads for the Operator's kinds, from its CRDs:
+    ``GROUP/KIND_VERSION.json`` (kind in lower case), no property but those declared.
+    """
+    crds = operator_crds()
+
+    def strict(schema: object) -> object:
+        if isinstance(schema, list):
+            return [strict(item) for item in schema]
+        if not isinstance(schema, dict):
+            return schema
+        out = {key: strict(value) for key, value in schema.items()}
+        open_ended = out.get("x-kubernetes-preserve-unknown-fields") is True
+        if "properties" in out and "additionalProperties" not in out and not open_ended:
+            out["additionalProperties"] = False
+        return out
+
+    def fill(staging: Path) -> None:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            """YAML 1.1 reads a bare ``=`` (an enum value in the CRDs) as a 'value' tag."""
+
+        Loader.add_constructor("tag:yaml.org,2002:value", lambda _loader, node: node.value)
+        for path in crds.glob("*.yaml"):
+            crd = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 - safe
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"].lower()
+            (staging / group).mkdir(exist_ok=True)
+            for version in crd["spec"]["versions"]:
+                schema = strict(version["schema"]["openAPIV3Schema"])
+                target = staging / group / f"{kind}_{version['name']}.json"
+                target.write_text(json.dumps(schema), encoding="utf-8")
+
+    return cache.filled(cache.root() / f"operator-schemas-{OPERATOR_VERSION}", fill)

@@ -23,6 +23,11 @@ RELEASE = "tox -e release -- REGISTRY/podlister-sidecar --key cosign.key"
 APPLY_DO = "kubectl apply -k kustomize/overlays/do"
 GET_SVC = "kubectl -n podlister get svc podlister"
 CURL = "curl http://EXTERNAL-IP/"
+MINE = "cp -r kustomize/overlays/example kustomize/overlays/mine"
+MONITORING = (
+    "sed -i 's|# - ../../components/monitoring|- ../../components/monitoring|'"
+    " kustomize/overlays/mine/kustomization.yaml"
+)
 BASE_IMAGE = "tox -e base-image"
 REPRODUCE = ".venv/bin/tox -e reproduce -- --base localhost/podlister-python:bookworm"
 VERIFY = (
@@ -41,6 +46,10 @@ RELEASE_TEST = (
     "test_release_pins_signs_and_attests_the_digest_the_registry_serves",
 )
 DO_TEST = ("system/test_node.py", "test_do_overlay_gets_its_node_port_and_the_hpa_reads_cpu")
+MONITORING_TEST = (
+    "integration/test_monitoring.py",
+    "test_monitoring_turns_on_with_the_readmes_line",
+)
 RUN_BY: dict[str, tuple[str, str]] = {
     TRY_IT: ("system/test_demo.py", "test_try_it_on_a_fresh_clone"),
     TEST_IT: ("", ""),
@@ -58,4 +67,6 @@ RUN_BY: dict[str, tuple[str, str]] = {
     APPLY_DO: DO_TEST,
     GET_SVC: DO_TEST,
     CURL: DO_TEST,
+    MINE: MONITORING_TEST,
+    MONITORING: MONITORING_TEST,
 }

@@ -108,7 +108,9 @@ def test_each_new_text_is_handed_on_and_a_removed_file_is_the_packaged_page(
 def test_a_broken_template_is_counted_and_the_current_one_stays(
     tmp_path: Path, watching: tuple[Sink, Metrics]
 ) -> None:
-    """A broken template is logged and counted, nothing handed on; the next good one is."""
+    """A broken template is logged and counted, nothing handed on, and the rejected gauge is
+    1; the next good one is handed on and the gauge back to 0.
+    """
     sink, metrics = watching
     with structlog.testing.capture_logs() as logs:
         (tmp_path / TEMPLATE_NAME).write_text("broken")
@@ -119,8 +121,10 @@ def test_a_broken_template_is_counted_and_the_current_one_stays(
             timeout=10,
             what="the broken template counted",
         )
+        assert metrics.registry.get_sample_value("podlister_template_rejected") == 1
         (tmp_path / TEMPLATE_NAME).write_text("good")
         good = sink.wait_for(2)[1]
+    assert metrics.registry.get_sample_value("podlister_template_rejected") == 0
     assert good is not None
     assert good.source == "good"
     assert [line["keeping"] for line in logs if line["event"] == "template_invalid"] == [

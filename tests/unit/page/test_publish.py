@@ -203,7 +203,7 @@ def test_a_template_failing_on_real_data_falls_back_to_the_packaged_page(
     running: Running,
 ) -> None:
     """A template that renders the sample data but fails on this data is rejected: the
-    packaged page is written instead, and the rejection is counted.
+    packaged page is written instead, the rejection is counted and the gauge says so.
     """
     running.publisher.set_template(FailsOnTwo())
     running.submit("10.0.0.1", "10.0.0.2")
@@ -213,6 +213,7 @@ def test_a_template_failing_on_real_data_falls_back_to_the_packaged_page(
         "podlister_errors_total", {"kind": "template"}
     )
     assert rejected == 1
+    assert running.metrics.registry.get_sample_value("podlister_template_rejected") == 1
 
 
 def test_with_a_template_folder_the_first_page_waits_for_the_template(tmp_path: Path) -> None:
