@@ -9,6 +9,13 @@ on a kept-alive connection), each until it lists the new pod's IP. Lag = the las
 first listing - Ready. The trial then scales back to N - 1 and waits until every page lists
 exactly the pods left. Printed per N: p50, p99 and max of the lags, and the longest round of
 reads over the pages still waiting (the resolution).
+
+Beside it, for the same changes, the programming latency as kube-proxy and the sidecars
+export it (from each EndpointSlice's trigger time to the rules, or to the files): the
+difference of kube-proxy's ``kubeproxy_network_programming_duration_seconds`` over the
+size's trials, and the sidecars' ``podlister_network_programming_duration_seconds`` of the
+pods present all along, pooled; mean (exact) and p50 / p99 (interpolated in the buckets, as
+Prometheus's histogram_quantile does). The trigger time has whole seconds only.
 """
 
 from __future__ import annotations
@@ -209,6 +216,84 @@ def trial(node: Node, service_ip: str, replicas: int) -> tuple[float, float]:
     return max(seen) - ready_at, max(rounds)
 
 
+Histogram = dict[float, float]  # upper bound -> cumulative count ("+Inf" as inf)
+
+KUBE_PROXY_METRICS = ("127.0.0.1", 10249)
+KUBE_PROXY_LATENCY = "kubeproxy_network_programming_duration_seconds"
+SIDECAR_LATENCY = "podlister_network_programming_duration_seconds"
+
+
+def histogram(text: str, name: str) -> tuple[Histogram, float]:
+    """The cumulative buckets and the sum of a histogram in /metrics text (labels pooled)."""
+    buckets: Histogram = {}
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            key = float("inf") if bound == "+Inf" else float(bound)
+            buckets[key] = buckets.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+    return buckets, total
+
+
+def minus(
+    after: tuple[Histogram, float], before: tuple[Histogram, float]
+) -> tuple[Histogram, float]:
+    """What was observed between two readings of one histogram."""
+    return {k: v - before[0].get(k, 0.0) for k, v in after[0].items()}, after[1] - before[1]
+
+
+def plus(one: tuple[Histogram, float], other: tuple[Histogram, float]) -> tuple[Histogram, float]:
+    """Two histograms of the same buckets pooled."""
+    keys = set(one[0]) | set(other[0])
+    return {k: one[0].get(k, 0.0) + other[0].get(k, 0.0) for k in keys}, one[1] + other[1]
+
+
+def quantile(buckets: Histogram, fraction: float) -> float:
+    """histogram_quantile: linear within the bucket the rank falls in."""
+    bounds = sorted(buckets)
+    count = buckets[bounds[-1]]
+    rank, lower, below = fraction * count, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = buckets[bound] - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = bound, buckets[bound]
+    return lower
+
+
+def latencies(node: Node, ips: set[str]) -> tuple[tuple[Histogram, float], dict[str, Any]]:
+    """kube-proxy's histogram now, and each given pod's sidecar's."""
+    proxy = histogram(node.http(*KUBE_PROXY_METRICS, "/metrics").text(), KUBE_PROXY_LATENCY)
+    sidecars = {
+        ip: histogram(node.http(ip, 8081, "/metrics").text(), SIDECAR_LATENCY) for ip in ips
+    }
+    return proxy, sidecars
+
+
+def compare(before: tuple[Any, dict[str, Any]], after: tuple[Any, dict[str, Any]]) -> None:
+    """One line each for kube-proxy and the sidecars, over what was observed between."""
+    proxy = minus(after[0], before[0])
+    kept = sorted(set(before[1]) & set(after[1]))
+    pooled: tuple[Histogram, float] = ({}, 0.0)
+    for ip in kept:
+        pooled = plus(pooled, minus(after[1][ip], before[1][ip]))
+    for who, (buckets, total) in (("kube-proxy", proxy), (f"{len(kept)} sidecars", pooled)):
+        count = buckets.get(float("inf"), 0.0)
+        if not count:
+            print(f"  programming latency, {who}: nothing observed", flush=True)
+            continue
+        p50, p99 = quantile(buckets, 0.5) * 1e3, quantile(buckets, 0.99) * 1e3
+        print(
+            f"  programming latency, {who}: n {count:4.0f}  mean {total / count * 1e3:7.1f} ms"
+            f"  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms",
+            flush=True,
+        )
+
+
 def report(replicas: int, lags: list[float], rounds: list[float]) -> None:
     """One line per N."""
     print(
@@ -229,6 +314,9 @@ def run(node: Node, root: Path, sizes: list[int], trials: int) -> None:
         service_ip = cluster_ip(node)
         for replicas in sizes:
             lags, rounds = [], []
+            scale(node, replicas - 1)
+            settle(node, service_ip, replicas - 1)
+            before = latencies(node, set(ready_ips(node)))
             for _ in range(trials):
                 scale(node, replicas - 1)
                 settle(node, service_ip, replicas - 1)
@@ -236,6 +324,7 @@ def run(node: Node, root: Path, sizes: list[int], trials: int) -> None:
                 lags.append(lag)
                 rounds.append(read_round)
             report(replicas, lags, rounds)
+            compare(before, latencies(node, set(ready_ips(node))))
     finally:
         node.kubectl("delete", "-k", str(overlay), "--wait=true", "--timeout=180s")
 

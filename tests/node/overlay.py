@@ -24,8 +24,11 @@ def image_overlay(
     shipped: str,
     image_refs: dict[str, str],
     patches: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the overlay over kustomize/overlays/<shipped> into folder; folder."""
+    """Write the overlay over kustomize/overlays/<shipped> into folder; folder. ``extra``:
+    more of a kustomization (components, generators), paths relative to folder.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     images = []
     for key, published in PUBLISHED.items():
@@ -40,6 +43,7 @@ def image_overlay(
     }
     if patches:
         kustomization["patches"] = patches
+    kustomization.update(extra or {})
     # JSON is YAML: kustomize reads it as written.
     (folder / "kustomization.yaml").write_text(json.dumps(kustomization, indent=2))
     return folder

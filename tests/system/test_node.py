@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from playwright.sync_api import sync_playwright
 
 from controlplane.build import build
@@ -29,6 +30,7 @@ from node import host
 from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
 from node.pods import NAMESPACE, cluster_ip, pods, ready_ips
+from node.prometheus import Prometheus, scaled_rules, scrape_config
 from node.traffic import PacedClient, PodWatcher
 from support import documented
 from support.browser import READY_ROWS, launch, page_probes
@@ -661,3 +663,124 @@ def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
             context.close()
         finally:
             chromium.close()
+
+
+# The monitoring component's rules on a 30 times faster clock (node/prometheus.py): its
+# 5 minutes are 10 s here; Prometheus scrapes and evaluates every second.
+SCALE = 30
+API_CUT = ("INPUT", "-s", "10.244.0.0/16", "-p", "tcp", "--dport", "6443")
+
+
+def test_prometheus_scrapes_every_replica_and_the_alerts_fire_for_real(
+    node: Node, tmp_path: Path
+) -> None:
+    """Debian's Prometheus, given the scrape job the Operator makes of the component's
+    PodMonitor and the PrometheusRule's alerts (durations / 30), scrapes each replica (the
+    NetworkPolicy is not enforced on this node); a rejected template fires its alert; with
+    the sidecars cut off from the API server (their packets to it refused, their connections
+    reset) the stale alert fires within its `for` plus a scrape and an evaluation, and
+    resolves once they are let through again. The CRDs come from the Operator's Go module.
+    """
+    from linters import operator_crds
+
+    crds = operator_crds()
+    for kind in ("podmonitors", "prometheusrules"):
+        crd = crds / f"monitoring.coreos.com_{kind}.yaml"
+        installed = node.kubectl("apply", "--server-side", "-f", str(crd))
+        assert installed.returncode == 0, installed.stderr
+    folder = tmp_path / "monitored"
+    folder.mkdir()
+    (folder / "index.html.j2").write_text("<p>{{ no_such_name }}</p>\n")
+    overlay = image_overlay(
+        folder,
+        "local",
+        node.image_refs,
+        extra={
+            "namespace": NAMESPACE,
+            "components": [os.path.relpath(REPO / "kustomize/components/monitoring", folder)],
+            "configMapGenerator": [
+                {
+                    "name": "podlister-page",
+                    "behavior": "replace",
+                    "files": ["index.html.j2"],
+                    "options": {"disableNameSuffixHash": True},
+                }
+            ],
+        },
+    )
+    rendered = [
+        doc
+        for doc in yaml.safe_load_all(
+            subprocess.run(
+                ["kubectl", "kustomize", str(overlay)],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
+        )
+        if doc
+    ]
+    (monitor,) = [doc for doc in rendered if doc["kind"] == "PodMonitor"]
+    (rule,) = [doc for doc in rendered if doc["kind"] == "PrometheusRule"]
+    apply(node, overlay)
+    assert node.controlplane is not None
+    prometheus = Prometheus(
+        node,
+        tmp_path / "prometheus",
+        scrape_config(monitor, node.controlplane.inner_kubeconfig, "1s"),
+        scaled_rules(rule["spec"]["groups"], SCALE),
+    ).start()
+    assert node.namespaces is not None
+    try:
+        names = sorted(pod["metadata"]["name"] for pod in pods(node))
+
+        def scraped() -> bool:
+            targets = prometheus.targets()
+            return sorted(t["labels"]["pod"] for t in targets if t["health"] == "up") == names
+
+        wait_until(scraped, timeout=30, interval=0.5, what=f"{names} scraped")
+        assert {t["labels"]["container"] for t in prometheus.targets()} == {"sidecar"}
+        wait_until(
+            lambda: (
+                sorted(a["pod"] for a in prometheus.firing("PodlisterTemplateRejected")) == names
+            ),
+            timeout=30,
+            interval=0.5,
+            what="PodlisterTemplateRejected firing for every replica",
+        )
+        assert not prometheus.firing("PodlisterPageStale")
+        node.namespaces.must(
+            "iptables", "-I", *API_CUT, "-j", "REJECT", "--reject-with", "tcp-reset"
+        )
+        cut = time.monotonic()
+        try:
+            node.namespaces.must("ss", "-K", "sport", "=", ":6443", "dst", "10.244.0.0/16")
+            wait_until(
+                lambda: sorted(a["pod"] for a in prometheus.firing("PodlisterPageStale")) == names,
+                timeout=60,
+                interval=0.2,
+                what="PodlisterPageStale firing for every replica",
+            )
+            fired = time.monotonic() - cut
+        finally:
+            node.namespaces.must(
+                "iptables", "-D", *API_CUT, "-j", "REJECT", "--reject-with", "tcp-reset"
+            )
+        let_through = time.monotonic()
+        wait_until(
+            lambda: not prometheus.firing("PodlisterPageStale"),
+            timeout=60,
+            interval=0.2,
+            what="PodlisterPageStale resolved",
+        )
+        resolved = time.monotonic() - let_through
+        figures.info(
+            "stale alert fired %.1f s after the cut, resolved %.1f s after", fired, resolved
+        )
+        # for (300 s / 30) + one scrape (1 s) + one evaluation (1 s), and 2 s for the
+        # sidecars to see the reset and the scrape to land.
+        assert fired <= 300 / SCALE + 1 + 1 + 2, fired
+    finally:
+        prometheus.stop()
+        delete(node, overlay)
