@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.stats import summary
-from kubestub import ApiStandIn, endpoint, endpoint_slice
+from kubestub import ApiStandIn, endpoint, endpoint_slice, longest_named_slices
 from support.polling import wait_until
 from support.ports import free_port
 from support.procstat import rss_kib
@@ -198,20 +198,10 @@ def stop_during_compile(root: Path, api: ApiStandIn, runs: int) -> None:
 
 
 def largest_input(root: Path, sizes: list[int]) -> None:
-    name = "n" * 253
     for size in sizes:
         with ApiStandIn() as api:
-            for s in range(size // 100):
-                endpoints = [
-                    endpoint(
-                        f"10.{s // 250}.{s % 250}.{i}",
-                        pod=f"{s}-{i}-{name}"[:253],
-                        node=name,
-                        zone=name,
-                    )
-                    for i in range(1, 101)
-                ]
-                api.apply(endpoint_slice(f"web-{s}", service="web", endpoints=endpoints))
+            for obj in longest_named_slices(size // 100):
+                api.apply(obj)
             sidecar = _sidecar(root / f"size-{size}", api)
             try:
                 wait_until(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from kubestub import endpoint, endpoint_slice
+from kubestub import endpoint, endpoint_slice, longest_named_slices
 from support.http import status
 from support.kubelet_volume import write_volume
 from support.polling import wait_until
@@ -424,23 +424,8 @@ def test_memory_stays_within_the_limit_at_the_largest_input(
     peak RSS stays under 160 MiB, the container's limit, and the page is written compact
     (before: 171,864 KiB, the OOM killer's on every replica).
     """
-    name = "n" * 253
-    for s in range(200):
-        api.apply(
-            endpoint_slice(
-                f"web-{s}",
-                service="web",
-                endpoints=[
-                    endpoint(
-                        f"10.{s // 250}.{s % 250}.{i}",
-                        pod=f"{s}-{i}-{name}"[:253],
-                        node=name,
-                        zone=name,
-                    )
-                    for i in range(1, 101)
-                ],
-            )
-        )
+    for obj in longest_named_slices(200):
+        api.apply(obj)
     sidecar = start_sidecar()
     wait_until(lambda: len(sidecar.addresses() or []) == 20_000, timeout=240, what="20,000")
     document = json.loads((sidecar.output_dir / "index.json").read_text())

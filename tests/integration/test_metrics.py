@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from kubestub import ApiStandIn, endpoint, endpoint_slice
+from support import documented
 from support.polling import wait_until
 from support.ports import free_port
 from support.sidecar_process import SidecarProcess, write_kubeconfig
@@ -13,21 +14,6 @@ from support.sidecar_process import SidecarProcess, write_kubeconfig
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
-
-DOCUMENTED = (
-    "podlister_endpoints",
-    "podlister_last_write_timestamp_seconds",
-    "podlister_watch_restarts_total",
-    "podlister_lists_total",
-    "podlister_watch_events_total",
-    "podlister_skipped_events_total",
-    "podlister_errors_total",
-    "podlister_backoff_seconds_total",
-    "podlister_writes_total",
-    "podlister_event_to_write_seconds",
-    "podlister_ready",
-    "podlister_watch_healthy",
-)
 
 
 def web(*addresses: str, not_ready: tuple[str, ...] = ()) -> dict[str, object]:
@@ -52,7 +38,7 @@ def test_metrics_tell_the_truth_through_scale_up_outage_and_recovery(
         sidecar.wait_page(["10.0.0.1"])
         api.wait_watching()
         text = sidecar.metrics_text()
-        assert all(f"# TYPE {name}" in text for name in DOCUMENTED)
+        assert all(f"# TYPE {name} " in text for name in documented.metric_names())
         sidecar.wait_metric("podlister_ready", 1)
         assert sidecar.probe("/readyz") == 200
 

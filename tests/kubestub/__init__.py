@@ -5,7 +5,14 @@ and the benchmarks; its fault switches are methods on it, never copies of it. km
 selectors and resourceVersions, so it cannot prove what these tests prove.
 """
 
-from kubestub.objects import endpoint, endpoint_slice, endpoints_object
+from kubestub.objects import endpoint, endpoint_slice, endpoints_object, longest_named_slices
 from kubestub.server import ApiStandIn, Request
 
-__all__ = ["ApiStandIn", "Request", "endpoint", "endpoint_slice", "endpoints_object"]
+__all__ = [
+    "ApiStandIn",
+    "Request",
+    "endpoint",
+    "endpoint_slice",
+    "endpoints_object",
+    "longest_named_slices",
+]

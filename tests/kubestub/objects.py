@@ -81,3 +81,26 @@ def endpoints_object(
         "metadata": {"name": name, "namespace": namespace},
         "subsets": [subset] if ready or not_ready else None,
     }
+
+
+def longest_named_slices(count: int, service: str = "web") -> list[dict[str, Any]]:
+    """Count slices of 100 ready endpoints whose pod, node and zone names are as long as the
+    API allows (253 characters): the heaviest input of its size.
+    """
+    name = "n" * 253
+    return [
+        endpoint_slice(
+            f"{service}-{s}",
+            service=service,
+            endpoints=[
+                endpoint(
+                    f"10.{s // 250}.{s % 250}.{i}",
+                    pod=f"{s}-{i}-{name}"[:253],
+                    node=name,
+                    zone=name,
+                )
+                for i in range(1, 101)
+            ],
+        )
+        for s in range(count)
+    ]

@@ -8,6 +8,9 @@ placeholder (REGISTRY, DIGEST, EXTERNAL-IP) the test puts its own in.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 TRY_IT = (
     "apt-get update && apt-get install -y nginx-light python3-venv && python3 -m venv .venv"
     " && .venv/bin/pip install 'tox>=4.11,<5' && .venv/bin/tox -e demo"
@@ -70,3 +73,10 @@ RUN_BY: dict[str, tuple[str, str]] = {
     MINE: MONITORING_TEST,
     MONITORING: MONITORING_TEST,
 }
+
+
+def metric_names() -> list[str]:
+    """The sidecar's metrics as the README's Settings section names them (its **Metrics**)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    paragraph = readme.split("**Metrics**", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"`(podlister_[a-z_]+)", paragraph)
