@@ -1,5 +1,6 @@
 """A real single-node cluster in namespaces of its own: the control plane, kube-scheduler,
-containerd with the CNI bridge, the kubelet, kube-proxy and metrics-server.
+containerd with the CNI bridge, the kubelet, kube-proxy, metrics-server and kube-router's
+NetworkPolicy enforcer.
 
 Inside the node's network namespace addresses are fixed and private to it: the node is
 10.200.0.1 on a bridge the test makes, pods get 10.244.0.0/24 from the CNI bridge, Services
@@ -19,8 +20,8 @@ import time
 from typing import TYPE_CHECKING, Any, Self
 
 from controlplane.build import build
-from controlplane.cluster import ControlPlane
-from node import host, images
+from controlplane.cluster import SERVICE_CIDR, ControlPlane
+from node import enforcer, host, images
 from node.namespace import Dialer, Forward, Namespaces
 from support.lifecycle import Lifecycle
 from support.polling import wait_until
@@ -63,6 +64,19 @@ class _InsideConnection(http.client.HTTPConnection):
         self.sock = self._dialer.connect((self.host, self.port), timeout=self.timeout or 5)
 
 
+def http_get(
+    dialer: Dialer, host_name: str, port: int, path: str = "/", *, timeout: float = 5
+) -> HttpAnswer:
+    """One GET from inside the dialer's network namespace (a new connection each time)."""
+    connection = _InsideConnection(dialer, host_name, port, timeout)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        response = connection.getresponse()
+        return HttpAnswer(response.status, dict(response.getheaders()), response.read())
+    finally:
+        connection.close()
+
+
 class Node(Lifecycle):
     """The whole node; start() brings it up (building what is missing), stop() takes it all
     down and puts the host back as it was.
@@ -83,19 +97,14 @@ class Node(Lifecycle):
         self.sysctls_found: dict[str, str] = {}
         self._registry_process: subprocess.Popen[bytes] | None = None
         self.timings: dict[str, float] = {}
+        self._enforcer: Path | None = None
 
     # ---- the way in ----------------------------------------------------------------------
 
     def http(self, host_name: str, port: int, path: str = "/", *, timeout: float = 5) -> HttpAnswer:
         """One GET from inside the node's network namespace (a new connection each time)."""
         assert self.dialer is not None
-        connection = _InsideConnection(self.dialer, host_name, port, timeout)
-        try:
-            connection.request("GET", path, headers={"Connection": "close"})
-            response = connection.getresponse()
-            return HttpAnswer(response.status, dict(response.getheaders()), response.read())
-        finally:
-            connection.close()
+        return http_get(self.dialer, host_name, port, path, timeout=timeout)
 
     def forward(self, host_name: str, port: int) -> Forward:
         """A loopback port of the host leading to host_name:port inside; closed at stop()."""
@@ -130,6 +139,7 @@ class Node(Lifecycle):
         """Build and start everything; return once the Node is Ready and metrics flow."""
         started = time.monotonic()
         binaries = build()
+        self._enforcer = enforcer.build()
         self._timed("binaries", started)
         started = time.monotonic()
         built = {
@@ -175,6 +185,13 @@ class Node(Lifecycle):
         started = time.monotonic()
         self._start_node_processes(binaries)
         wait_until(self._node_ready, timeout=START_TIMEOUT, interval=0.2, what="Node Ready")
+        # kube-router finds its Node object at start, and stops if there is none yet.
+        self.controlplane.launch(
+            "kube-router",
+            enforcer.command(
+                self._enforcer, self.controlplane.inner_kubeconfig, NODE_NAME, SERVICE_CIDR
+            ),
+        )
         self._timed("node ready", started)
         return self
 

@@ -7,8 +7,9 @@ job the Operator generates for a PodMonitor (its relabelling: the pod selector, 
 port, the namespace, pod and container labels, the job), pod discovery reading the node's
 API server. The rules are the PrometheusRule's groups with every duration (``for`` and range
 windows) divided by ``scale``, so that an alert of 5 minutes fires in 10 s on a 30 times
-faster clock; scraping and evaluation run every second. Prometheus runs in the node's network
-namespace, where the pods' addresses are, and is stopped by pid.
+faster clock; scraping and evaluation run every second. Prometheus runs in the network
+namespace of a pod (``node/clients.py``) in the namespace the user's Prometheus would run in,
+so its scrapes meet the enforced NetworkPolicy as that Prometheus's would; stopped by pid.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from support import verified_cache as cache
 from support.polling import wait_until
 
 if TYPE_CHECKING:
-    from node.cluster import Node
+    from node.clients import ClientPod
 
 MODULE = Path(__file__).resolve().parent / "prometheus_server"
 PORT = 9090
@@ -141,11 +142,13 @@ def scaled_rules(groups: list[dict[str, Any]], scale: int) -> list[dict[str, Any
 
 
 class Prometheus:
-    """Debian's prometheus inside the node's network namespace, until stop()."""
+    """Prometheus inside a pod's network namespace, until stop()."""
 
-    def __init__(self, node: Node, folder: Path, scrape: dict[str, Any], rules: list[Any]) -> None:
+    def __init__(
+        self, pod: ClientPod, folder: Path, scrape: dict[str, Any], rules: list[Any]
+    ) -> None:
         """Write its configuration and rules into folder; nothing runs before start()."""
-        self.node, self.folder = node, folder
+        self.pod, self.folder = pod, folder
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "rules.yaml").write_text(yaml.safe_dump({"groups": rules}))
         config = {
@@ -158,16 +161,15 @@ class Prometheus:
 
     def start(self) -> Prometheus:
         """Start it and wait until it answers as ready."""
-        assert self.node.namespaces is not None
         with (self.folder / "prometheus.log").open("wb") as log:
             self.process = subprocess.Popen(
-                self.node.namespaces.command(
+                [
+                    *("nsenter", f"--net={self.pod.net_path}", "--"),
                     str(build()),
                     f"--config.file={self.folder / 'prometheus.yml'}",
                     f"--storage.tsdb.path={self.folder / 'data'}",
                     f"--web.listen-address=127.0.0.1:{PORT}",
-                    mount=False,
-                ),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -179,12 +181,12 @@ class Prometheus:
         if self.process.poll() is not None:
             log = (self.folder / "prometheus.log").read_text(errors="replace")
             raise AssertionError(f"prometheus ended:\n{log[-3000:]}")
-        return self.node.http("127.0.0.1", PORT, "/-/ready").status == 200
+        return self.pod.http("127.0.0.1", PORT, "/-/ready").status == 200
 
     def api(self, path: str, **params: str) -> Any:
         """GET /api/v1/<path>; its data."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        answer = self.node.http("127.0.0.1", PORT, f"/api/v1/{path}{query}")
+        answer = self.pod.http("127.0.0.1", PORT, f"/api/v1/{path}{query}")
         body = json.loads(answer.body)
         assert body["status"] == "success", body
         return body["data"]

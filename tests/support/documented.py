@@ -32,6 +32,8 @@ MONITORING = (
     " kustomize/overlays/mine/kustomization.yaml"
 )
 BASE_IMAGE = "tox -e base-image"
+# Given inline (README, "Deploy"), not in a block: run by test_node's NetworkPolicy test.
+LABEL_FOR_METRICS = "kubectl label namespace monitoring podlister/metrics=scrape"
 REPRODUCE = ".venv/bin/tox -e reproduce -- --base localhost/podlister-python:bookworm"
 VERIFY = (
     "cosign verify --key build/release/podlister-sidecar-0.1.0.pub --insecure-ignore-tlog=true"

@@ -27,9 +27,10 @@ from playwright.sync_api import sync_playwright
 
 from controlplane.build import build
 from node import host
+from node.clients import ClientPod
 from node.cluster import NODE_IP, Node
 from node.overlay import image_overlay
-from node.pods import NAMESPACE, cluster_ip, pods, ready_ips
+from node.pods import NAMESPACE, cluster_ip, is_ready, pods, ready_ips
 from node.prometheus import Prometheus, scaled_rules, scrape_config
 from node.traffic import PacedClient, PodWatcher
 from support import documented
@@ -665,21 +666,149 @@ def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
             chromium.close()
 
 
+def shipped_policy() -> dict[str, Any]:
+    """The base's NetworkPolicy, in the podlister namespace."""
+    policy: dict[str, Any] = yaml.safe_load((REPO / "k8s/networkpolicy.yaml").read_text())
+    policy["metadata"]["namespace"] = NAMESPACE
+    return policy
+
+
+def put_policy(node: Node, policy: dict[str, Any]) -> None:
+    """Kubectl apply the NetworkPolicy."""
+    applied = node.kubectl("apply", "-f", "-", input_text=json.dumps(policy))
+    assert applied.returncode == 0, applied.stderr
+
+
+def make_namespace(node: Node, name: str) -> None:
+    """Kubectl create namespace."""
+    made = node.kubectl("create", "namespace", name)
+    assert made.returncode == 0, made.stderr
+
+
+def delete_namespace(node: Node, name: str) -> None:
+    """Kubectl delete namespace, waiting until it is gone."""
+    node.kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s")
+
+
+@pytest.mark.usefixtures("local_overlay")
+def test_the_metrics_port_answers_only_namespaces_labelled_as_the_readme_says(node: Node) -> None:
+    """With kube-router enforcing the NetworkPolicy: a pod in an unlabelled namespace gets
+    every replica's page (8080) but no connection to its metrics (8081); a pod in the
+    namespace labelled with the README's command gets the metrics; the kubelet's probes keep
+    every replica Ready. The refusal is the policy's: with its 8081 rule open to every
+    namespace, the same connection from the unlabelled namespace is answered.
+    """
+    expected = ready_ips(node)
+    assert len(expected) == 2, describe(node)
+    readme = (REPO / "README.md").read_text()
+    assert f"`{documented.LABEL_FOR_METRICS}`" in readme
+    make_namespace(node, "elsewhere")
+    make_namespace(node, "monitoring")
+    labelled = node.kubectl(*documented.LABEL_FOR_METRICS.split()[1:])
+    assert labelled.returncode == 0, labelled.stderr
+    elsewhere = ClientPod(node, "elsewhere")
+    monitoring = ClientPod(node, "monitoring")
+    try:
+        for ip in expected:
+            assert listed(elsewhere.http(ip, 8080, "/index.txt").text()) == expected
+            wait_until(
+                lambda ip=ip: monitoring.http(ip, 8081, "/metrics").status == 200,  # type: ignore[misc]
+                timeout=10,
+                interval=0.2,
+                what=f"{ip}:8081 answering the labelled namespace",
+            )
+            assert not elsewhere.connects(ip, 8081), f"{ip}:8081 reached from elsewhere"
+        assert ready_ips(node) == expected, describe(node)
+        opened = shipped_policy()
+        (metrics_rule,) = [r for r in opened["spec"]["ingress"] if "from" in r]
+        del metrics_rule["from"]
+        put_policy(node, opened)
+        wait_until(
+            lambda: all(elsewhere.connects(ip, 8081) for ip in expected),
+            timeout=10,
+            interval=0.2,
+            what="8081 reached from elsewhere once the policy opens it",
+        )
+    finally:
+        elsewhere.close()
+        monitoring.close()
+        delete_namespace(node, "elsewhere")
+        delete_namespace(node, "monitoring")
+
+
+def sidecar_log(node: Node, pod_name: str) -> str:
+    """The sidecar's log as kubectl gives it ("" while it has none)."""
+    return node.kubectl("-n", NAMESPACE, "logs", pod_name, "-c", "sidecar").stdout
+
+
+@pytest.mark.usefixtures("local_overlay")
+def test_the_sidecar_reaches_the_api_server_only_through_its_egress_rule(node: Node) -> None:
+    """With kube-router enforcing the NetworkPolicy the sidecars list and watch under its
+    egress rule (every replica Ready, every page lists them). Without that rule a replica
+    that starts cannot reach the API server: its sidecar logs the failed connection and the
+    pod stays not Ready while the other serves; with the rule back it lists, becomes Ready,
+    and every page lists it.
+    """
+    before = ready_ips(node)
+    wait_listed_everywhere(node, before)
+    closed = shipped_policy()
+    closed["spec"]["egress"] = []
+    put_policy(node, closed)
+    old = {pod["metadata"]["name"] for pod in pods(node)}
+    victim = min(old)
+    deleted = node.kubectl("-n", NAMESPACE, "delete", "pod", victim, "--wait=false")
+    assert deleted.returncode == 0, deleted.stderr
+
+    def replacement() -> str:
+        new = [p["metadata"]["name"] for p in pods(node) if p["metadata"]["name"] not in old]
+        return new[0] if new else ""
+
+    new_pod = wait_until(replacement, timeout=30, interval=0.2, what="the replacement pod")
+    wait_until(
+        lambda: '"event": "api_error"' in sidecar_log(node, new_pod),
+        timeout=60,
+        interval=0.5,
+        what=f"{new_pod}'s sidecar failing to reach the API server",
+    )
+    errors = [line for line in sidecar_log(node, new_pod).splitlines() if "api_error" in line]
+    assert all(json.loads(line)["kind"] in {"connection", "timeout"} for line in errors), errors
+    assert new_pod not in {p["metadata"]["name"] for p in pods(node) if is_ready(p)}
+    put_policy(node, shipped_policy())
+    wait_until(
+        lambda: (
+            len(ready_ips(node)) == 2
+            and new_pod in {p["metadata"]["name"] for p in pods(node) if is_ready(p)}
+        ),
+        timeout=90,
+        interval=0.5,
+        what=f"{new_pod} Ready once the egress rule is back",
+    )
+    wait_listed_everywhere(node, ready_ips(node))
+
+
 # The monitoring component's rules on a 30 times faster clock (node/prometheus.py): its
 # 5 minutes are 10 s here; Prometheus scrapes and evaluates every second.
 SCALE = 30
-API_CUT = ("INPUT", "-s", "10.244.0.0/16", "-p", "tcp", "--dport", "6443")
+
+
+def api_cut(sources: list[str]) -> tuple[str, ...]:
+    """The node's rule that refuses the sources' packets to the API server (with a reset)."""
+    return (
+        *("INPUT", "-s", ",".join(sources), "-p", "tcp", "--dport", "6443"),
+        *("-j", "REJECT", "--reject-with", "tcp-reset"),
+    )
 
 
 def test_prometheus_scrapes_every_replica_and_the_alerts_fire_for_real(
     node: Node, tmp_path: Path
 ) -> None:
-    """Debian's Prometheus, given the scrape job the Operator makes of the component's
-    PodMonitor and the PrometheusRule's alerts (durations / 30), scrapes each replica (the
-    NetworkPolicy is not enforced on this node); a rejected template fires its alert; with
-    the sidecars cut off from the API server (their packets to it refused, their connections
-    reset) the stale alert fires within its `for` plus a scrape and an evaluation, and
-    resolves once they are let through again. The CRDs come from the Operator's Go module.
+    """Prometheus, given the scrape job the Operator makes of the component's PodMonitor
+    and the PrometheusRule's alerts (durations / 30), running in a pod of the namespace
+    `monitoring`, scrapes each replica through the enforced NetworkPolicy (the component's
+    rule lets that namespace in); a rejected template fires its alert; with the sidecars cut
+    off from the API server (their packets to it refused, their connections reset) the stale
+    alert fires within its `for` plus a scrape and an evaluation, and resolves once they are
+    let through again. The CRDs come from the Operator's Go module.
     """
     from linters import operator_crds
 
@@ -725,15 +854,20 @@ def test_prometheus_scrapes_every_replica_and_the_alerts_fire_for_real(
     (rule,) = [doc for doc in rendered if doc["kind"] == "PrometheusRule"]
     apply(node, overlay)
     assert node.controlplane is not None
+    made = node.kubectl("create", "namespace", "monitoring")
+    assert made.returncode == 0, made.stderr
+    client = ClientPod(node, "monitoring", "prometheus")
     prometheus = Prometheus(
-        node,
+        client,
         tmp_path / "prometheus",
         scrape_config(monitor, node.controlplane.inner_kubeconfig, "1s"),
         scaled_rules(rule["spec"]["groups"], SCALE),
-    ).start()
+    )
     assert node.namespaces is not None
     try:
+        prometheus.start()
         names = sorted(pod["metadata"]["name"] for pod in pods(node))
+        addresses = sorted(pod["status"]["podIP"] for pod in pods(node))
 
         def scraped() -> bool:
             targets = prometheus.targets()
@@ -750,12 +884,11 @@ def test_prometheus_scrapes_every_replica_and_the_alerts_fire_for_real(
             what="PodlisterTemplateRejected firing for every replica",
         )
         assert not prometheus.firing("PodlisterPageStale")
-        node.namespaces.must(
-            "iptables", "-I", *API_CUT, "-j", "REJECT", "--reject-with", "tcp-reset"
-        )
+        node.namespaces.must("iptables", "-I", *api_cut(addresses))
         cut = time.monotonic()
         try:
-            node.namespaces.must("ss", "-K", "sport", "=", ":6443", "dst", "10.244.0.0/16")
+            for address in addresses:
+                node.namespaces.must("ss", "-K", "sport", "=", ":6443", "dst", address)
             wait_until(
                 lambda: sorted(a["pod"] for a in prometheus.firing("PodlisterPageStale")) == names,
                 timeout=60,
@@ -764,9 +897,7 @@ def test_prometheus_scrapes_every_replica_and_the_alerts_fire_for_real(
             )
             fired = time.monotonic() - cut
         finally:
-            node.namespaces.must(
-                "iptables", "-D", *API_CUT, "-j", "REJECT", "--reject-with", "tcp-reset"
-            )
+            node.namespaces.must("iptables", "-D", *api_cut(addresses))
         let_through = time.monotonic()
         wait_until(
             lambda: not prometheus.firing("PodlisterPageStale"),
@@ -783,4 +914,6 @@ def test_prometheus_scrapes_every_replica_and_the_alerts_fire_for_real(
         assert fired <= 300 / SCALE + 1 + 1 + 2, fired
     finally:
         prometheus.stop()
+        client.close()
+        node.kubectl("delete", "namespace", "monitoring", "--wait=true", "--timeout=120s")
         delete(node, overlay)
