@@ -1,10 +1,13 @@
 """A real single-node cluster in namespaces of its own: the control plane, kube-scheduler,
-containerd with the CNI bridge, the kubelet, kube-proxy, metrics-server and kube-router's
-NetworkPolicy enforcer.
+containerd with the CNI bridge, the kubelet, kube-proxy, metrics-server, kube-router's
+NetworkPolicy enforcer and MetalLB's load balancer; and a machine outside the cluster.
 
 Inside the node's network namespace addresses are fixed and private to it: the node is
 10.200.0.1 on a bridge the test makes, pods get 10.244.0.0/24 from the CNI bridge, Services
-10.96.0.0/16, the node's registry listens on its loopback. Two suites each have their own.
+10.96.0.0/16, load balancer IPs 10.200.0.240/28 on the bridge, the node's registry listens on
+its loopback. ``Node.outside`` stands for a user's machine: namespaces of their own with
+10.200.0.100 on the node's bridge (the VPC), and nothing of the cluster's but what its
+network lets through. Two suites each have their own.
 The host reaches the API server through a loopback forward (``Node.controlplane.rest``,
 ``kubectl``), and anything else with ``Node.namespaces`` or ``Node.http``.
 """
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from controlplane.build import build
 from controlplane.cluster import SERVICE_CIDR, ControlPlane
-from node import enforcer, host, images
+from node import enforcer, host, images, loadbalancer
 from node.namespace import Dialer, Forward, Namespaces
 from support.lifecycle import Lifecycle
 from support.polling import wait_until
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 
 NODE_IP = "10.200.0.1"
 NODE_NAME = "node-1"
+OUTSIDE_IP = "10.200.0.100"
+LOAD_BALANCER_POOL = "10.200.0.240/28"
 POD_SUBNET = "10.244.0.0/24"
 CLUSTER_CIDR = "10.244.0.0/16"
 REGISTRY = "127.0.0.1:5000"
@@ -87,6 +92,7 @@ class Node(Lifecycle):
         self.workdir = workdir
         self.cgroup_root = f"podlister-node-{secrets.token_hex(4)}"
         self.namespaces: Namespaces | None = None
+        self.outside: Namespaces | None = None
         self.dialer: Dialer | None = None
         self._forwards: list[Forward] = []
         self.controlplane: ControlPlane | None = None
@@ -98,6 +104,7 @@ class Node(Lifecycle):
         self._registry_process: subprocess.Popen[bytes] | None = None
         self.timings: dict[str, float] = {}
         self._enforcer: Path | None = None
+        self._metallb: Path | None = None
 
     # ---- the way in ----------------------------------------------------------------------
 
@@ -140,6 +147,7 @@ class Node(Lifecycle):
         started = time.monotonic()
         binaries = build()
         self._enforcer = enforcer.build()
+        self._metallb = loadbalancer.build()
         self._timed("binaries", started)
         started = time.monotonic()
         built = {
@@ -152,6 +160,8 @@ class Node(Lifecycle):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.namespaces = Namespaces(binaries / "pause", self.workdir / "init.log").start()
         self._network_and_mounts()
+        self.outside = Namespaces(binaries / "pause", self.workdir / "outside.log").start()
+        self._outside_network()
         self.dialer = Dialer(self.namespaces.net_path())
         self._registry()
         self.image_refs = {
@@ -192,6 +202,7 @@ class Node(Lifecycle):
                 self._enforcer, self.controlplane.inner_kubeconfig, NODE_NAME, SERVICE_CIDR
             ),
         )
+        loadbalancer.start(self, self._metallb, LOAD_BALANCER_POOL, NODE_NAME, NODE_IP)
         self._timed("node ready", started)
         return self
 
@@ -208,6 +219,9 @@ class Node(Lifecycle):
         if self.namespaces is not None:
             self.namespaces.stop()
             self.namespaces = None
+        if self.outside is not None:
+            self.outside.stop()
+            self.outside = None
         if self._registry_process is not None:
             # It was in the namespaces: gone with their init; collect its status.
             self._registry_process.wait(timeout=10)
@@ -247,6 +261,38 @@ class Node(Lifecycle):
             mount --bind {self.workdir / "var-lib"} /var/lib
         """
         self.namespaces.must("sh", "-c", script)
+
+    def _outside_network(self) -> None:
+        """A veth from the outside machine to the node's bridge, as a VPC would join them."""
+        assert self.namespaces is not None
+        assert self.outside is not None
+        # In the node's network namespace but the host's PID namespace, where the outside's
+        # init has the pid that names its network namespace.
+        subprocess.run(
+            self.namespaces.command(
+                "sh",
+                "-c",
+                f"""
+                set -e
+                ip link add vpc-outside type veth peer name eth0 netns {self.outside.init_pid}
+                ip link set vpc-outside master podlister0 up
+                """,
+                mount=False,
+            ),
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        self.outside.must(
+            "sh",
+            "-c",
+            f"""
+            set -e
+            ip link set lo up
+            ip addr add {OUTSIDE_IP}/24 dev eth0
+            ip link set eth0 up
+            """,
+        )
 
     def _registry(self) -> None:
         assert self.controlplane is None
@@ -476,7 +522,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
             "kind": "KubeProxyConfiguration",
             "clientConnection": {"kubeconfig": str(kubeconfig)},
-            "mode": "iptables",
+            # nftables, not iptables: kube-router's policy controller saves and restores the
+            # whole iptables filter table, so a kube-proxy change landing in between is undone
+            # (kube-router issues 1248 and 1372): seen here as a Service's stale "has no
+            # endpoints" REJECT refusing requests for 150 ms after a rollout. In its own
+            # nftables table kube-proxy is out of kube-router's reach.
+            "mode": "nftables",
             "hostnameOverride": NODE_NAME,
             "clusterCIDR": CLUSTER_CIDR,
             "nodePortAddresses": [f"{NODE_IP}/32"],
@@ -487,7 +538,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "tcpEstablishedTimeout": "0s",
                 "tcpCloseWaitTimeout": "0s",
             },
-            "iptables": {"minSyncPeriod": "0s"},
+            "nftables": {"minSyncPeriod": "0s"},
         }
         path = self.workdir / "kube-proxy.json"
         path.write_text(json.dumps(config), encoding="utf-8")

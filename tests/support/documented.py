@@ -50,7 +50,7 @@ RELEASE_TEST = (
     "system/test_release.py",
     "test_release_pins_signs_and_attests_the_digest_the_registry_serves",
 )
-DO_TEST = ("system/test_node.py", "test_do_overlay_gets_its_node_port_and_the_hpa_reads_cpu")
+DO_TEST = ("system/test_node.py", "test_do_overlay_gets_a_load_balancer_ip_and_the_hpa_reads_cpu")
 MONITORING_TEST = (
     "integration/test_monitoring.py",
     "test_monitoring_turns_on_with_the_readmes_line",

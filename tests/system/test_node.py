@@ -9,6 +9,7 @@ and deletes it afterwards.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from playwright.sync_api import sync_playwright
 from controlplane.build import build
 from node import host
 from node.clients import ClientPod
-from node.cluster import NODE_IP, Node
+from node.cluster import LOAD_BALANCER_POOL, NODE_IP, Node
 from node.overlay import image_overlay
 from node.pods import NAMESPACE, cluster_ip, is_ready, pods, ready_ips
 from node.prometheus import Prometheus, scaled_rules, scrape_config
@@ -97,7 +98,8 @@ def test_tox_e_node_keeps_a_node_until_sigterm(tmp_path: Path) -> None:
             timeout=60,
             check=False,
         )
-        assert shown.stdout.count("Running") == 2, shown.stdout + shown.stderr
+        podlister = [line for line in shown.stdout.splitlines() if line.startswith("podlister ")]
+        assert [line.split()[3] for line in podlister] == ["Running"] * 2, shown.stdout
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
         # tox returns once it has passed the signal on; the node's own stop goes on.
@@ -266,11 +268,24 @@ def cpu_utilization(node: Node) -> int | None:
     return None
 
 
-def test_do_overlay_gets_its_node_port_and_the_hpa_reads_cpu(node: Node, tmp_path: Path) -> None:
+def external_ip(node: Node) -> str:
+    """The Service's EXTERNAL-IP as the README's `kubectl get svc` shows it ("" while pending)."""
+    shown = node.kubectl(*documented.GET_SVC.split()[1:]).stdout.splitlines()
+    if len(shown) < 2:  # a header and the Service's row
+        return ""
+    header, row = shown[0].split(), shown[1].split()
+    value = row[header.index("EXTERNAL-IP")]
+    return "" if value == "<pending>" else value
+
+
+def test_do_overlay_gets_a_load_balancer_ip_and_the_hpa_reads_cpu(
+    node: Node, tmp_path: Path
+) -> None:
     """The README's deploy: the do overlay applied as is (images aside: nothing can be
-    pulled here), `kubectl get svc` shows the LoadBalancer Service (its external IP pending:
-    no cloud controller here) with a node port, and the README's curl at that node port
-    lists the Ready pods; the HPA reads CPU from metrics-server, a number, not <unknown>.
+    pulled here); MetalLB gives its LoadBalancer Service an address of the VPC's pool, which
+    the README's `kubectl get svc` shows as EXTERNAL-IP; the README's curl with that address,
+    run on a machine outside the cluster, lists exactly the Ready pods (as JSON too); the HPA
+    reads CPU from metrics-server, a number, not <unknown>.
     """
     shipped = documented.APPLY_DO.removeprefix("kubectl apply -k kustomize/overlays/")
     overlay = image_overlay(tmp_path / "do", shipped, node.image_refs)
@@ -279,21 +294,23 @@ def test_do_overlay_gets_its_node_port_and_the_hpa_reads_cpu(node: Node, tmp_pat
         assert node.controlplane is not None
         service = node.controlplane.rest.get(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")
         assert service["spec"]["type"] == "LoadBalancer"
-        assert not service.get("status", {}).get("loadBalancer", {}).get("ingress")
-        shown = node.kubectl(*documented.GET_SVC.split()[1:]).stdout
-        assert "<pending>" in shown
-        port = service["spec"]["ports"][0]["nodePort"]
-        assert f":{port}/TCP" in shown
+        address = wait_until(
+            lambda: external_ip(node), timeout=30, interval=0.2, what="the load balancer's IP"
+        )
+        assert ipaddress.ip_address(address) in ipaddress.ip_network(LOAD_BALANCER_POOL)
         expected = ready_ips(node)
         assert len(expected) == 2
-        typed = documented.CURL.replace("EXTERNAL-IP", f"{NODE_IP}:{port}").split()
-        assert node.namespaces is not None
-        namespaces = node.namespaces
+        typed = documented.CURL.replace("EXTERNAL-IP", address).split()
+        assert node.outside is not None
+        outside = node.outside
         wait_until(
-            lambda: listed(namespaces.run(*typed, timeout=10).stdout) == expected,
-            timeout=5,
-            what="the README's curl at the load balancer's node port listing the pods",
+            lambda: listed(outside.run(*typed, timeout=10).stdout) == expected,
+            timeout=10,
+            interval=0.2,
+            what="the README's curl at the load balancer's IP, from outside, listing the pods",
         )
+        document = outside.must(*typed[:-1], "-H", "Accept: application/json", typed[-1])
+        assert json.loads(document)["addresses"] == expected
         wait_until(
             lambda: cpu_utilization(node) is not None,
             timeout=120,
@@ -666,6 +683,70 @@ def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
             chromium.close()
 
 
+@pytest.mark.usefixtures("local_overlay")
+def test_an_api_server_restart_keeps_every_pod_ready_and_the_pages_agree_after(
+    node: Node,
+) -> None:
+    """kube-apiserver SIGKILLed for 10 s under the running pods: each pod's probes (the
+    sidecar's /readyz and /healthz, nginx's /readyz) answer 200 and each page lists the same
+    pods all along; once the server is back, a scale to 3 reaches every page (the sidecars
+    relist and watch again); how long each took to relist, and the new pod's Ready to every
+    page listing it, are logged.
+    """
+    assert node.controlplane is not None
+    expected = ready_ips(node)
+    wait_listed_everywhere(node, expected)
+    node.controlplane.kill_apiserver()
+    down_at = time.monotonic()
+    try:
+        while time.monotonic() - down_at < 10:
+            for ip in expected:
+                assert node.http(ip, 8081, "/readyz").status == 200
+                assert node.http(ip, 8081, "/healthz").status == 200
+                assert node.http(ip, 8080, "/readyz").status == 200
+                assert listed(node.http(ip, 8080, "/index.txt").text()) == expected
+    finally:
+        node.controlplane.start_apiserver()
+    back, back_at = time.monotonic(), dt.datetime.now(dt.UTC)
+    names = [pod["metadata"]["name"] for pod in pods(node)]
+
+    def relisted(name: str) -> dt.datetime | None:
+        for line in sidecar_log(node, name).splitlines():
+            event = json.loads(line)
+            at = dt.datetime.fromisoformat(event["timestamp"])
+            if event["event"] == "api_reachable" and at > back_at:
+                return at
+        return None
+
+    def back_on_api(name: str) -> dt.datetime:
+        at = wait_until(lambda: relisted(name), timeout=60, interval=0.5, what=f"{name} relisted")
+        assert at is not None  # wait_until returns only what is truthy
+        return at
+
+    relists = [back_on_api(name) for name in names]
+    scaled = node.kubectl("-n", NAMESPACE, "scale", "deployment/podlister", "--replicas=3")
+    assert scaled.returncode == 0, scaled.stderr
+
+    def three_ready_ips() -> list[str]:
+        ready = ready_ips(node)
+        return ready if len(ready) == 3 else []
+
+    ips = wait_until(three_ready_ips, timeout=120, interval=0.1, what="3 pods Ready")
+    three_ready = time.monotonic()
+
+    def three_agree() -> bool:
+        return all(listed(node.http(ip, 8080, "/index.txt").text()) == ips for ip in ips)
+
+    wait_until(three_agree, timeout=30, interval=0.05, what="every page listing 3 pods")
+    figures.info(
+        "API server back: sidecars back on the API %s s after its return; 3 pods Ready %.1f s"
+        " after it, every page listing them %.2f s later",
+        [round((at - back_at).total_seconds(), 1) for at in relists],
+        three_ready - back,
+        time.monotonic() - three_ready,
+    )
+
+
 def shipped_policy() -> dict[str, Any]:
     """The base's NetworkPolicy, in the podlister namespace."""
     policy: dict[str, Any] = yaml.safe_load((REPO / "k8s/networkpolicy.yaml").read_text())
@@ -791,11 +872,19 @@ def test_the_sidecar_reaches_the_api_server_only_through_its_egress_rule(node: N
 SCALE = 30
 
 
-def api_cut(sources: list[str]) -> tuple[str, ...]:
-    """The node's rule that refuses the sources' packets to the API server (with a reset)."""
+API_CUT_TABLE = "podlister_api_cut"
+
+
+def api_cut(sources: list[str]) -> str:
+    """The node's nftables table that refuses the sources' packets to the API server (with a
+    reset). A table of its own, not an iptables rule: kube-router's sync puts its own INPUT
+    jump first, and that chain accepts what the policy allows before a rule of ours is read;
+    a reject in any nftables base chain on the hook is final.
+    """
     return (
-        *("INPUT", "-s", ",".join(sources), "-p", "tcp", "--dport", "6443"),
-        *("-j", "REJECT", "--reject-with", "tcp-reset"),
+        f"table inet {API_CUT_TABLE} {{ chain input {{"
+        " type filter hook input priority filter - 1; policy accept;"
+        f" ip saddr {{ {', '.join(sources)} }} tcp dport 6443 reject with tcp reset; }}; }}"
     )
 
 
@@ -884,7 +973,7 @@ def test_prometheus_scrapes_every_replica_and_the_alerts_fire_for_real(
             what="PodlisterTemplateRejected firing for every replica",
         )
         assert not prometheus.firing("PodlisterPageStale")
-        node.namespaces.must("iptables", "-I", *api_cut(addresses))
+        node.namespaces.must("nft", api_cut(addresses))
         cut = time.monotonic()
         try:
             for address in addresses:
@@ -897,7 +986,7 @@ def test_prometheus_scrapes_every_replica_and_the_alerts_fire_for_real(
             )
             fired = time.monotonic() - cut
         finally:
-            node.namespaces.must("iptables", "-D", *api_cut(addresses))
+            node.namespaces.must("nft", "delete", "table", "inet", API_CUT_TABLE)
         let_through = time.monotonic()
         wait_until(
             lambda: not prometheus.firing("PodlisterPageStale"),

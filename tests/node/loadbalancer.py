@@ -1,0 +1,139 @@
+"""MetalLB on the node: the load balancer controller that gives a LoadBalancer Service its
+external IP, as DigitalOcean's cloud controller does on DOKS (which is not served here).
+
+Its controller assigns an address from a pool on the node's bridge (the VPC of this one-node
+cluster), and its speaker, in layer 2 mode, answers ARP for that address on the bridge;
+kube-proxy then routes what arrives for it to the Service's pods. Both run as the node's other
+daemons do, processes in its namespaces (a cluster runs them as a Deployment and a
+DaemonSet), built from MetalLB's Go module (``metallb/go.mod``); its CRDs come from the same
+module. Memberlist is off: with one speaker there is nobody to agree with.
+
+What MetalLB does not do of DigitalOcean's balancer: every ``service.beta.kubernetes.io/
+do-loadbalancer-*`` annotation is ignored (no HTTP protocol, no health check of ``/readyz``:
+the address leads straight to kube-proxy's rules, which send only to Ready pods).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from support import verified_cache as cache
+
+if TYPE_CHECKING:
+    from node.cluster import Node
+
+MODULE = Path(__file__).resolve().parent / "metallb"
+NAMESPACE = "metallb-system"
+PACKAGES = ("go.universe.tf/metallb/controller", "go.universe.tf/metallb/speaker")
+CRDS = (
+    *("ipaddresspools", "l2advertisements", "servicel2statuses", "bgppeers", "bfdprofiles"),
+    *("bgpadvertisements", "communities", "configurationstates", "servicebgpstatuses"),
+)
+
+
+def build() -> Path:
+    """A folder with the controller and speaker binaries and MetalLB's CRDs, built once per
+    go.sum (a verified cache).
+    """
+    go = shutil.which("go")
+    assert go, "MetalLB is built with the Go toolchain (>= 1.26)"
+    key = hashlib.sha256((MODULE / "go.sum").read_bytes()).hexdigest()[:12]
+
+    def fill(staging: Path) -> None:
+        subprocess.run(
+            [go, "build", "-o", f"{staging}/", *PACKAGES],
+            cwd=MODULE,
+            check=True,
+            timeout=1800,
+            capture_output=True,
+        )
+        # The module's source, as go.sum verified it when it was downloaded for the build.
+        listed = subprocess.run(
+            [go, "list", "-m", "-json", "go.universe.tf/metallb"],
+            cwd=MODULE,
+            check=True,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        )
+        source = Path(json.loads(listed.stdout)["Dir"]) / "config" / "crd" / "bases"
+        (staging / "crds").mkdir()
+        for name in CRDS:
+            crd = f"metallb.io_{name}.yaml"
+            shutil.copyfile(source / crd, staging / "crds" / crd)
+
+    return cache.filled(cache.root() / f"metallb-{key}", fill)
+
+
+def start(node: Node, folder: Path, pool: str, node_name: str, node_ip: str) -> None:
+    """Install the CRDs, the pool and its layer 2 advertisement, and run both processes."""
+    assert node.controlplane is not None
+    for crd in sorted((folder / "crds").iterdir()):
+        installed = node.kubectl("apply", "--server-side", "-f", str(crd))
+        assert installed.returncode == 0, installed.stderr
+    for name in CRDS:
+        established = node.kubectl(
+            "wait", "--for=condition=Established", f"crd/{name}.metallb.io", "--timeout=60s"
+        )
+        assert established.returncode == 0, established.stderr
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {
+            "apiVersion": "metallb.io/v1beta1",
+            "kind": "IPAddressPool",
+            "metadata": {"name": "vpc", "namespace": NAMESPACE},
+            "spec": {"addresses": [pool]},
+        },
+        {
+            # The speaker ties its status objects to its own Pod (it reads it at start): a
+            # pause pod on the node stands for the DaemonSet's, the speaker being a process.
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "speaker", "namespace": NAMESPACE},
+            "spec": {
+                "nodeName": node_name,
+                "containers": [{"name": "pause", "image": node.image_refs["pause"]}],
+                "terminationGracePeriodSeconds": 0,
+            },
+        },
+        {
+            "apiVersion": "metallb.io/v1beta1",
+            "kind": "L2Advertisement",
+            "metadata": {"name": "vpc", "namespace": NAMESPACE},
+            "spec": {"ipAddressPools": ["vpc"]},
+        },
+    ]
+    for item in objects:
+        applied = node.kubectl("apply", "-f", "-", input_text=json.dumps(item))
+        assert applied.returncode == 0, applied.stderr
+    kubeconfig = f"KUBECONFIG={node.controlplane.inner_kubeconfig}"
+    node.controlplane.launch(
+        "metallb-controller",
+        [
+            *("env", kubeconfig, str(folder / "controller")),
+            f"--namespace={NAMESPACE}",
+            # No webhook: it validates the pool objects, which the harness writes itself.
+            "--webhook-mode=disabled",
+            "--disable-cert-rotation",
+            "--port=7472",
+            "--log-level=warn",
+        ],
+    )
+    node.controlplane.launch(
+        "metallb-speaker",
+        [
+            *("env", kubeconfig, str(folder / "speaker")),
+            f"--namespace={NAMESPACE}",
+            f"--node-name={node_name}",
+            "--pod-name=speaker",
+            f"--host={node_ip}",
+            "--port=7473",
+            "--ml-bindaddr=",
+            "--log-level=warn",
+        ],
+    )
