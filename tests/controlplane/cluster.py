@@ -304,11 +304,14 @@ class ControlPlane(Lifecycle):
             *self._extra_args.get("kube-apiserver", ()),
         ]
 
-    def launch(self, name: str, command: list[str]) -> None:
-        """Start one more process of the cluster (behind the prefix), stopped with the rest."""
+    def launch(self, name: str, command: list[str], *, prefix: Sequence[str] = ()) -> None:
+        """Start one more process of the cluster (behind the prefix given, else the
+        control plane's), stopped with the rest.
+        """
         if name == "kube-controller-manager":
             command = [*command, *self._extra_args.get(name, ())]
-        daemon = _Daemon(name, [*self._prefix, *command], self.workdir / f"{name}.log")
+        behind = tuple(prefix) or self._prefix
+        daemon = _Daemon(name, [*behind, *command], self.workdir / f"{name}.log")
         daemon.start()
         self._daemons.append(daemon)
 

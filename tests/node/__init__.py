@@ -1,1 +1,1 @@
-"""A real node for the tests: kubelet, containerd, kube-proxy, in namespaces of its own."""
+"""A real cluster for the tests: nodes (kubelet, containerd, kube-proxy) in namespaces."""

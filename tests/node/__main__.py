@@ -1,6 +1,7 @@
-"""A real node to try things on: ``tox -e node`` (``python -m node`` from tests/).
+"""A real cluster of three nodes to try things on: ``tox -e node`` (``python -m node`` from
+tests/).
 
-Brings the node up (building what is missing), applies the local overlay through the
+Brings the nodes up (building what is missing), applies the local overlay through the
 image-only overlay, and prints how to reach it: a kubeconfig on the host's loopback, the
 node port forwarded to a loopback port of the host (open it in a browser), and the
 ``nsenter`` line that puts a shell inside the node. Without --keep it stops once the pods
@@ -16,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from node.cluster import NODE_IP, Node
+from node.cluster import NODE_IP, POOL_WORKERS, Node
 from node.overlay import image_overlay
 from support.demo import demo_arguments, line_buffered_output, run_until_stopped, say
 
@@ -29,7 +30,7 @@ def main() -> int:
     args = demo_arguments("python -m node", __doc__)
     root = Path(tempfile.mkdtemp(prefix="podlister-node-"))
     say(f"node folder {root} (logs of every process under it)")
-    node = Node(root / "node")
+    node = Node(root / "node", workers=POOL_WORKERS)
     try:
         started = time.monotonic()
         # In the main thread: the node lives as long as the thread that started it (its
@@ -39,7 +40,7 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001 - one line, then everything is stopped
             say(f"node failed to start: {type(exc).__name__}: {str(exc)[-2000:]}")
             return 1
-        say(f"node Ready after {time.monotonic() - started:.0f} s: {node.timings}")
+        say(f"nodes Ready after {time.monotonic() - started:.0f} s: {node.timings}")
 
         def steps(closing: threading.Event) -> None:
             overlay = image_overlay(root / "overlay", "local", node.image_refs)

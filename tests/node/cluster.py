@@ -1,13 +1,15 @@
-"""A real single-node cluster in namespaces of its own: the control plane, kube-scheduler,
-containerd with the CNI bridge, the kubelet, kube-proxy, metrics-server, kube-router's
-NetworkPolicy enforcer and MetalLB's load balancer; and a machine outside the cluster.
+"""A real cluster in namespaces of its own: node-1 with the control plane, kube-scheduler,
+metrics-server and MetalLB's load balancer, and on every node (node-1 and the workers asked
+for) containerd with the CNI bridge, the kubelet, kube-proxy and kube-router's NetworkPolicy
+enforcer (``node.machine``); and a machine outside the cluster.
 
-Inside the node's network namespace addresses are fixed and private to it: the node is
-10.200.0.1 on a bridge the test makes, pods get 10.244.0.0/24 from the CNI bridge, Services
-10.96.0.0/16, load balancer IPs 10.200.0.240/28 on the bridge, the node's registry listens on
-its loopback. ``Node.outside`` stands for a user's machine: namespaces of their own with
-10.200.0.100 on the node's bridge (the VPC), and nothing of the cluster's but what its
-network lets through. Two suites each have their own.
+Inside the cluster's network namespaces addresses are fixed and private to them: node-k is
+10.200.0.k on a bridge the test makes in node-1 (the VPC; the other nodes join it by veth),
+its pods get 10.244.<k-1>.0/24 from its CNI bridge, Services 10.96.0.0/16, load balancer IPs
+10.200.0.240/28 on the bridge, the registry listens on node-1's port 5000.
+``Node.outside`` stands for a user's machine: namespaces of their own with 10.200.0.100 on
+the VPC bridge, and nothing of the cluster's but what its network lets through. Two suites
+each have their own.
 The host reaches the API server through a loopback forward (``Node.controlplane.rest``,
 ``kubectl``), and anything else with ``Node.namespaces`` or ``Node.http``.
 """
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from controlplane.build import build
 from controlplane.cluster import SERVICE_CIDR, ControlPlane
-from node import enforcer, host, images, loadbalancer
+from node import enforcer, host, images, loadbalancer, machine
+from node.machine import REGISTRY, Machine, machine_named
 from node.namespace import Dialer, Forward, Namespaces
 from support.lifecycle import Lifecycle
 from support.polling import wait_until
@@ -32,13 +35,12 @@ from support.polling import wait_until
 if TYPE_CHECKING:
     from pathlib import Path
 
-NODE_IP = "10.200.0.1"
-NODE_NAME = "node-1"
+NODE_NAME, NODE_IP, POD_SUBNET = machine_named(1)
 OUTSIDE_IP = "10.200.0.100"
 LOAD_BALANCER_POOL = "10.200.0.240/28"
-POD_SUBNET = "10.244.0.0/24"
-CLUSTER_CIDR = "10.244.0.0/16"
-REGISTRY = "127.0.0.1:5000"
+REGISTRY_PORT = 5000
+# Workers beside node-1 in the tests and `tox -e node`: a DOKS node pool starts at three.
+POOL_WORKERS = 2
 API_PORT = 6443
 METRICS_PORT = 4443
 START_TIMEOUT = 120.0
@@ -83,17 +85,20 @@ def http_get(
 
 
 class Node(Lifecycle):
-    """The whole node; start() brings it up (building what is missing), stop() takes it all
-    down and puts the host back as it was.
+    """The whole cluster (node-1, and workers more nodes); start() brings it up (building
+    what is missing), stop() takes it all down and puts the host back as it was.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, workers: int = 0) -> None:
         """Paths only; nothing runs before start()."""
         self.workdir = workdir
         self.cgroup_root = f"podlister-node-{secrets.token_hex(4)}"
+        self.workers = workers
+        self.machines: list[Machine] = []
         self.namespaces: Namespaces | None = None
         self.outside: Namespaces | None = None
         self.dialer: Dialer | None = None
+        self._dialers: dict[str, Dialer] = {}
         self._forwards: list[Forward] = []
         self.controlplane: ControlPlane | None = None
         self.image_refs: dict[str, str] = {}
@@ -108,10 +113,20 @@ class Node(Lifecycle):
 
     # ---- the way in ----------------------------------------------------------------------
 
-    def http(self, host_name: str, port: int, path: str = "/", *, timeout: float = 5) -> HttpAnswer:
-        """One GET from inside the node's network namespace (a new connection each time)."""
-        assert self.dialer is not None
-        return http_get(self.dialer, host_name, port, path, timeout=timeout)
+    def http(
+        self,
+        host_name: str,
+        port: int,
+        path: str = "/",
+        *,
+        timeout: float = 5,
+        on: str = NODE_NAME,
+    ) -> HttpAnswer:
+        """One GET from inside a node's network namespace, node-1's unless on names another
+        (a new connection each time). The NetworkPolicy lets a pod's own node (its kubelet)
+        in where it refuses the other nodes.
+        """
+        return http_get(self._dialers[on], host_name, port, path, timeout=timeout)
 
     def forward(self, host_name: str, port: int) -> Forward:
         """A loopback port of the host leading to host_name:port inside; closed at stop()."""
@@ -159,10 +174,19 @@ class Node(Lifecycle):
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.namespaces = Namespaces(binaries / "pause", self.workdir / "init.log").start()
+        self.machines = [self._machine(1, self.workdir, self.namespaces)]
+        for index in range(2, self.workers + 2):
+            folder = self.workdir / f"node-{index}"
+            folder.mkdir()
+            namespaces = Namespaces(binaries / "pause", folder / "init.log").start()
+            self.machines.append(self._machine(index, folder, namespaces))
         self._network_and_mounts()
         self.outside = Namespaces(binaries / "pause", self.workdir / "outside.log").start()
-        self._outside_network()
+        self._join_vpc(self.outside, "vpc-outside", OUTSIDE_IP)
         self.dialer = Dialer(self.namespaces.net_path())
+        self._dialers = {NODE_NAME: self.dialer} | {
+            each.name: Dialer(each.namespaces.net_path()) for each in self.machines[1:]
+        }
         self._registry()
         self.image_refs = {
             name: images.push(self.namespaces, image_id, f"{REGISTRY}/podlister/{name}:test")
@@ -172,7 +196,8 @@ class Node(Lifecycle):
         started = time.monotonic()
         self.sysctls_found = host.hold_sysctls()
         self._holding_sysctls = True
-        host.make_cgroups(self.cgroup_root)
+        for each in self.machines:
+            host.make_cgroups(each.cgroup_root)
         api = self.forward(NODE_IP, API_PORT)
         self._serving_certificate(self.workdir / "controlplane" / "pki")
         self.controlplane = ControlPlane(
@@ -194,14 +219,16 @@ class Node(Lifecycle):
         self._timed("control plane", started)
         started = time.monotonic()
         self._start_node_processes(binaries)
-        wait_until(self._node_ready, timeout=START_TIMEOUT, interval=0.2, what="Node Ready")
+        wait_until(self._nodes_ready, timeout=START_TIMEOUT, interval=0.2, what="Nodes Ready")
         # kube-router finds its Node object at start, and stops if there is none yet.
-        self.controlplane.launch(
-            "kube-router",
-            enforcer.command(
-                self._enforcer, self.controlplane.inner_kubeconfig, NODE_NAME, SERVICE_CIDR
-            ),
-        )
+        for each in self.machines:
+            self.controlplane.launch(
+                f"kube-router-{each.name}",
+                enforcer.command(
+                    self._enforcer, self.controlplane.inner_kubeconfig, each.name, SERVICE_CIDR
+                ),
+                prefix=each.namespaces.command(),
+            )
         loadbalancer.start(self, self._metallb, LOAD_BALANCER_POOL, NODE_NAME, NODE_IP)
         self._timed("node ready", started)
         return self
@@ -213,9 +240,12 @@ class Node(Lifecycle):
         for forward in self._forwards:
             forward.close()
         self._forwards.clear()
-        if self.dialer is not None:
-            self.dialer.close()
-            self.dialer = None
+        for dialer in self._dialers.values():
+            dialer.close()
+        self._dialers.clear()
+        self.dialer = None
+        for each in self.machines[1:]:
+            each.namespaces.stop()
         if self.namespaces is not None:
             self.namespaces.stop()
             self.namespaces = None
@@ -229,10 +259,16 @@ class Node(Lifecycle):
         # The kernel frees the cgroups of the killed processes a moment after they die.
         with contextlib.suppress(AssertionError):
             wait_until(
-                lambda: not host.remove_cgroups(self.cgroup_root),
+                lambda: (
+                    not [
+                        left
+                        for each in self.machines
+                        for left in host.remove_cgroups(each.cgroup_root)
+                    ]
+                ),
                 timeout=10,
                 interval=0.1,
-                what="the node's cgroups removed",
+                what="the nodes' cgroups removed",
             )
         if self._holding_sysctls:
             host.release_sysctls()
@@ -240,33 +276,47 @@ class Node(Lifecycle):
 
     # ---- pieces --------------------------------------------------------------------------
 
+    def _machine(self, index: int, folder: Path, namespaces: Namespaces) -> Machine:
+        name, ip, subnet = machine_named(index)
+        return Machine(name, ip, subnet, folder, namespaces, f"{self.cgroup_root}-{name}")
+
     def _network_and_mounts(self) -> None:
-        assert self.namespaces is not None
-        for folder in ("run", "var-log", "var-lib", "cni", "containerd", "kubelet", "registry"):
+        """node-1 holds the VPC bridge (a dummy link is refused here); each other node
+        joins it by veth; every node routes the others' pod subnets to them.
+        """
+        for folder in ("cni", "containerd", "kubelet", "registry"):
             (self.workdir / folder).mkdir(exist_ok=True)
-        # The node's address on a bridge of its own (a dummy link is refused here), and a
-        # default route through it: nothing lies behind it, but without a route a
-        # connection to a Service address fails before kube-proxy's rules could rewrite it.
-        # /run, /var/log and /var/lib hold what containerd, CNI and the kubelet write to
-        # fixed paths (shim sockets, pod netns, /var/log/containers, CNI's cache).
-        script = f"""
+        subnets = [(each.pod_subnet, each.ip) for each in self.machines]
+        first, *others = self.machines
+        first.namespaces.must(
+            "sh",
+            "-c",
+            f"""
             set -e
             ip link set lo up
             ip link add podlister0 type bridge
-            ip addr add {NODE_IP}/24 dev podlister0
+            ip addr add {first.ip}/24 dev podlister0
             ip link set podlister0 up
-            ip route add default dev podlister0
-            mount --bind {self.workdir / "run"} /run
-            mount --bind {self.workdir / "var-log"} /var/log
-            mount --bind {self.workdir / "var-lib"} /var/lib
-        """
-        self.namespaces.must("sh", "-c", script)
+            {machine.routes(first, subnets, "podlister0")}
+            {machine.mounts(first)}
+            """,
+        )
+        for each in others:
+            self._join_vpc(each.namespaces, f"vpc-{each.name}", each.ip)
+            each.namespaces.must(
+                "sh",
+                "-c",
+                f"""
+                set -e
+                {machine.routes(each, subnets, "eth0")}
+                {machine.mounts(each)}
+                """,
+            )
 
-    def _outside_network(self) -> None:
-        """A veth from the outside machine to the node's bridge, as a VPC would join them."""
+    def _join_vpc(self, joining: Namespaces, link: str, address: str) -> None:
+        """A veth from the joining namespaces (eth0 there, with address) to the VPC bridge."""
         assert self.namespaces is not None
-        assert self.outside is not None
-        # In the node's network namespace but the host's PID namespace, where the outside's
+        # In node-1's network namespace but the host's PID namespace, where the joining
         # init has the pid that names its network namespace.
         subprocess.run(
             self.namespaces.command(
@@ -274,8 +324,8 @@ class Node(Lifecycle):
                 "-c",
                 f"""
                 set -e
-                ip link add vpc-outside type veth peer name eth0 netns {self.outside.init_pid}
-                ip link set vpc-outside master podlister0 up
+                ip link add {link} type veth peer name eth0 netns {joining.init_pid}
+                ip link set {link} master podlister0 up
                 """,
                 mount=False,
             ),
@@ -283,13 +333,13 @@ class Node(Lifecycle):
             capture_output=True,
             timeout=30,
         )
-        self.outside.must(
+        joining.must(
             "sh",
             "-c",
             f"""
             set -e
             ip link set lo up
-            ip addr add {OUTSIDE_IP}/24 dev eth0
+            ip addr add {address}/24 dev eth0
             ip link set eth0 up
             """,
         )
@@ -303,7 +353,8 @@ class Node(Lifecycle):
                     "version": 0.1,
                     "log": {"level": "warn"},
                     "storage": {"filesystem": {"rootdirectory": str(self.workdir / "registry")}},
-                    "http": {"addr": REGISTRY},
+                    # Every address of node-1: the other nodes pull through the VPC bridge.
+                    "http": {"addr": f":{REGISTRY_PORT}"},
                 }
             ),
             encoding="utf-8",
@@ -376,28 +427,10 @@ class Node(Lifecycle):
                 "--bind-address=127.0.0.1",
             ],
         )
-        cp.launch("containerd", ["containerd", f"--config={self._containerd_config()}"])
-        wait_until(
-            (self.workdir / "run" / "containerd" / "containerd.sock").exists,
-            timeout=30,
-            interval=0.1,
-            what="containerd's socket",
-        )
-        cp.launch(
-            "kubelet",
-            [
-                str(binaries / "kubelet"),
-                f"--config={self._kubelet_config()}",
-                f"--kubeconfig={inner}",
-                f"--root-dir={self.workdir / 'kubelet'}",
-                f"--node-ip={NODE_IP}",
-                f"--hostname-override={NODE_NAME}",
-            ],
-        )
-        cp.launch(
-            "kube-proxy",
-            [str(binaries / "kube-proxy"), f"--config={self._kube_proxy_config(inner)}"],
-        )
+        for each in self.machines:
+            machine.launch(
+                cp, each, binaries, self.image_refs["pause"], f"{NODE_IP}:{REGISTRY_PORT}"
+            )
         cp.launch(
             "metrics-server",
             [
@@ -418,141 +451,17 @@ class Node(Lifecycle):
         if applied.returncode != 0:
             raise RuntimeError(f"metrics-server's APIService: {applied.stderr}")
 
-    def _containerd_config(self) -> Path:
-        cni = self.workdir / "cni"
-        (cni / "10-podlister.conflist").write_text(
-            json.dumps(
-                {
-                    "cniVersion": "1.0.0",
-                    "name": "podlister",
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": "cni0",
-                            "isGateway": True,
-                            "ipMasq": True,
-                            "hairpinMode": True,
-                            "ipam": {
-                                "type": "host-local",
-                                "ranges": [[{"subnet": POD_SUBNET}]],
-                                "routes": [{"dst": "0.0.0.0/0"}],
-                                "dataDir": str(self.workdir / "cni-ipam"),
-                            },
-                        },
-                        {"type": "portmap", "capabilities": {"portMappings": True}},
-                    ],
-                }
-            ),
-            encoding="utf-8",
-        )
-        cri = 'plugins."io.containerd.grpc.v1.cri"'
-        root = self.workdir / "containerd"
-        config = self.workdir / "containerd.toml"
-        config.write_text(
-            f"""version = 2
-root = "{root / "root"}"
-state = "/run/containerd"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "/run/containerd/containerd.sock"
-[{cri}]
-  sandbox_image = "{self.image_refs["pause"]}"
-  # runc sets oom_score_adj -998 for the sandbox; without CAP_SYS_RESOURCE that is refused
-  # and every sandbox fails ("can't get final child's PID from pipe: EOF").
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[{cri}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-[{cri}.cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = "{cni}"
-[{cri}.registry.mirrors."{REGISTRY}"]
-  endpoint = ["http://{REGISTRY}"]
-""",
-            encoding="utf-8",
-        )
-        return config
-
-    def _kubelet_config(self) -> Path:
-        resolv = self.workdir / "resolv.conf"
-        resolv.write_text("options ndots:1\n", encoding="ascii")
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            # This machine: swap may be on, cgroup v1, no systemd.
-            "failSwapOn": False,
-            "failCgroupV1": False,
-            "cgroupDriver": "cgroupfs",
-            "cgroupRoot": f"/{self.cgroup_root}",
-            "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
-            "address": NODE_IP,
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            # metrics-server reads /metrics/resource with its own token; inside the node's
-            # namespace the kubelet lets anyone read.
-            "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
-            "authorization": {"mode": "AlwaysAllow"},
-            "volumePluginDir": str(self.workdir / "volume-plugins"),
-            "resolvConf": str(resolv),
-            # The machine's disk is shared and may be fuller than the defaults allow.
-            "evictionHard": {
-                "memory.available": "1Mi",
-                "nodefs.available": "1%",
-                "nodefs.inodesFree": "1%",
-                "imagefs.available": "1%",
-                "imagefs.inodesFree": "1%",
-            },
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "serializeImagePulls": False,
-            "nodeStatusUpdateFrequency": "2s",
-        }
-        path = self.workdir / "kubelet.json"
-        path.write_text(json.dumps(config), encoding="utf-8")
-        return path
-
-    def _kube_proxy_config(self, kubeconfig: Path) -> Path:
-        config = {
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-            "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(kubeconfig)},
-            # nftables, not iptables: kube-router's policy controller saves and restores the
-            # whole iptables filter table, so a kube-proxy change landing in between is undone
-            # (kube-router issues 1248 and 1372): seen here as a Service's stale "has no
-            # endpoints" REJECT refusing requests for 150 ms after a rollout. In its own
-            # nftables table kube-proxy is out of kube-router's reach.
-            "mode": "nftables",
-            "hostnameOverride": NODE_NAME,
-            "clusterCIDR": CLUSTER_CIDR,
-            "nodePortAddresses": [f"{NODE_IP}/32"],
-            # 0: leave the conntrack sysctls (global, not per namespace) as they are.
-            "conntrack": {
-                "maxPerCore": 0,
-                "min": 0,
-                "tcpEstablishedTimeout": "0s",
-                "tcpCloseWaitTimeout": "0s",
-            },
-            "nftables": {"minSyncPeriod": "0s"},
-        }
-        path = self.workdir / "kube-proxy.json"
-        path.write_text(json.dumps(config), encoding="utf-8")
-        return path
-
-    def _node_ready(self) -> bool:
+    def _nodes_ready(self) -> bool:
         assert self.controlplane is not None
         self.controlplane.check_alive()
         nodes = self.controlplane.rest.get("/api/v1/nodes")["items"]
-        return any(
-            condition["type"] == "Ready" and condition["status"] == "True"
+        ready = [
+            node
             for node in nodes
             for condition in node.get("status", {}).get("conditions", [])
-        )
+            if condition["type"] == "Ready" and condition["status"] == "True"
+        ]
+        return len(ready) == len(self.machines)
 
 
 def _certificate(

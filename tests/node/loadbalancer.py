@@ -1,12 +1,13 @@
 """MetalLB on the node: the load balancer controller that gives a LoadBalancer Service its
 external IP, as DigitalOcean's cloud controller does on DOKS (which is not served here).
 
-Its controller assigns an address from a pool on the node's bridge (the VPC of this one-node
-cluster), and its speaker, in layer 2 mode, answers ARP for that address on the bridge;
-kube-proxy then routes what arrives for it to the Service's pods. Both run as the node's other
-daemons do, processes in its namespaces (a cluster runs them as a Deployment and a
-DaemonSet), built from MetalLB's Go module (``metallb/go.mod``); its CRDs come from the same
-module. Memberlist is off: with one speaker there is nobody to agree with.
+Its controller assigns an address from a pool on the VPC bridge, and its speaker, on node-1 in
+layer 2 mode, answers ARP for that address on the bridge; kube-proxy then routes what arrives
+for it to the Service's pods. Both run as the node's other daemons do, processes in its
+namespaces (a cluster runs them as a Deployment and a DaemonSet), built from MetalLB's Go
+module (``metallb/go.mod``); its CRDs come from the same module. Memberlist is off: with one
+speaker there is nobody to agree with, so the address is announced from node-1 only (a lost
+worker takes no address with it).
 
 What MetalLB does not do of DigitalOcean's balancer: every ``service.beta.kubernetes.io/
 do-loadbalancer-*`` annotation is ignored (no HTTP protocol, no health check of ``/readyz``:
@@ -105,7 +106,13 @@ def start(node: Node, folder: Path, pool: str, node_name: str, node_ip: str) -> 
             "apiVersion": "metallb.io/v1beta1",
             "kind": "L2Advertisement",
             "metadata": {"name": "vpc", "namespace": NAMESPACE},
-            "spec": {"ipAddressPools": ["vpc"]},
+            # Announced from node_name only, where the one speaker runs: with memberlist off
+            # a speaker counts every node as one that announces (it assumes a speaker on
+            # each), and the address's owner could be a node that has none.
+            "spec": {
+                "ipAddressPools": ["vpc"],
+                "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": node_name}}],
+            },
         },
     ]
     for item in objects:

@@ -29,7 +29,7 @@ from playwright.sync_api import sync_playwright
 from controlplane.build import build
 from node import host
 from node.clients import ClientPod
-from node.cluster import LOAD_BALANCER_POOL, NODE_IP, Node
+from node.cluster import LOAD_BALANCER_POOL, NODE_IP, POOL_WORKERS, Node
 from node.overlay import image_overlay
 from node.pods import NAMESPACE, cluster_ip, is_ready, pods, ready_ips
 from node.prometheus import Prometheus, scaled_rules, scrape_config
@@ -157,10 +157,12 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     sysctls the kubelet changes written back (unless another run's node still holds them),
     its cgroups gone.
     """
-    started = Node(tmp_path_factory.mktemp("node"))
+    started = Node(tmp_path_factory.mktemp("node"), workers=POOL_WORKERS)
     with started:
         yield started
-    assert not [root for root in host.cgroup_roots(started.cgroup_root) if root.exists()]
+    roots = [root for each in started.machines for root in host.cgroup_roots(each.cgroup_root)]
+    assert roots
+    assert not [root for root in roots if root.exists()]
     if not host.RECORD.exists():
         # As recorded before any run's node: reading them here before this node started
         # would have read another run's kubelet's values while its node was up.
@@ -237,6 +239,31 @@ def test_local_overlay_lists_the_ready_pods_through_clusterip_and_nodeport(node:
         own = node.http(ip, 8080, "/index.txt")
         assert own.status == 200
         assert listed(own.text()) == expected
+
+
+@pytest.mark.usefixtures("local_overlay")
+def test_the_replicas_spread_one_per_node_and_every_page_names_their_nodes(node: Node) -> None:
+    """Scaled to 3 on three nodes, the shipped spread constraint (maxSkew 1 over
+    kubernetes.io/hostname) puts one replica on each node, and every pod's own index.json
+    names each pod's node as the API has it (the endpoint's nodeName); packets between pods
+    cross the nodes by the VPC's routes.
+    """
+    scaled = node.kubectl("-n", NAMESPACE, "scale", "deployment/podlister", "--replicas=3")
+    assert scaled.returncode == 0, scaled.stderr
+    wait_until(lambda: len(ready_ips(node)) == 3, timeout=120, interval=0.2, what="3 Ready")
+    placed = {
+        pod["status"]["podIP"]: pod["spec"]["nodeName"] for pod in pods(node) if is_ready(pod)
+    }
+    assert sorted(placed.values()) == [each.name for each in node.machines], describe(node)
+
+    def named_everywhere() -> bool:
+        documents = [node.http(ip, 8080, "/index.json").json() for ip in placed]
+        return all(
+            {m["address"]: m["node"] for m in document["members"]} == placed
+            for document in documents
+        )
+
+    wait_until(named_everywhere, timeout=10, interval=0.05, what=f"every page naming {placed}")
 
 
 def wait_listed_everywhere(node: Node, expected: list[str], *, timeout: float = 10) -> None:
@@ -696,14 +723,16 @@ def test_an_api_server_restart_keeps_every_pod_ready_and_the_pages_agree_after(
     assert node.controlplane is not None
     expected = ready_ips(node)
     wait_listed_everywhere(node, expected)
+    # From each pod's own node, as its kubelet probes it (the policy refuses the others).
+    kubelet = {pod["status"]["podIP"]: pod["spec"]["nodeName"] for pod in pods(node)}
     node.controlplane.kill_apiserver()
     down_at = time.monotonic()
     try:
         while time.monotonic() - down_at < 10:
             for ip in expected:
-                assert node.http(ip, 8081, "/readyz").status == 200
-                assert node.http(ip, 8081, "/healthz").status == 200
-                assert node.http(ip, 8080, "/readyz").status == 200
+                assert node.http(ip, 8081, "/readyz", on=kubelet[ip]).status == 200
+                assert node.http(ip, 8081, "/healthz", on=kubelet[ip]).status == 200
+                assert node.http(ip, 8080, "/readyz", on=kubelet[ip]).status == 200
                 assert listed(node.http(ip, 8080, "/index.txt").text()) == expected
     finally:
         node.controlplane.start_apiserver()
