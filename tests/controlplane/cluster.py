@@ -190,7 +190,15 @@ class ControlPlane(Lifecycle):
 
     def kill_apiserver(self) -> None:
         """SIGKILL kube-apiserver (etcd and the controller manager stay)."""
-        self._daemon("kube-apiserver").kill()
+        self.kill("kube-apiserver")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one of the processes, as a crash would; start_again brings it back."""
+        self._daemon(name).kill()
+
+    def start_again(self, name: str) -> None:
+        """Start a killed process again, as before."""
+        self._daemon(name).start()
 
     def start_apiserver(self) -> None:
         """Start kube-apiserver again, as before, and return once it is ready."""

@@ -41,6 +41,8 @@ LOAD_BALANCER_POOL = "10.200.0.240/28"
 REGISTRY_PORT = 5000
 # Workers beside node-1 in the tests and `tox -e node`: a DOKS node pool starts at three.
 POOL_WORKERS = 2
+# Node.http's name for the machine outside the cluster.
+OUTSIDE = "outside"
 API_PORT = 6443
 METRICS_PORT = 4443
 START_TIMEOUT = 120.0
@@ -99,6 +101,7 @@ class Node(Lifecycle):
         self.outside: Namespaces | None = None
         self.dialer: Dialer | None = None
         self._dialers: dict[str, Dialer] = {}
+        self._binaries: Path | None = None
         self._forwards: list[Forward] = []
         self.controlplane: ControlPlane | None = None
         self.image_refs: dict[str, str] = {}
@@ -123,8 +126,8 @@ class Node(Lifecycle):
         on: str = NODE_NAME,
     ) -> HttpAnswer:
         """One GET from inside a node's network namespace, node-1's unless on names another
-        (a new connection each time). The NetworkPolicy lets a pod's own node (its kubelet)
-        in where it refuses the other nodes.
+        node or OUTSIDE (a new connection each time). The NetworkPolicy lets a pod's own node
+        (its kubelet) in where it refuses the other nodes.
         """
         return http_get(self._dialers[on], host_name, port, path, timeout=timeout)
 
@@ -173,20 +176,17 @@ class Node(Lifecycle):
         self._timed("images", started)
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._binaries = binaries
         self.namespaces = Namespaces(binaries / "pause", self.workdir / "init.log").start()
         self.machines = [self._machine(1, self.workdir, self.namespaces)]
-        for index in range(2, self.workers + 2):
-            folder = self.workdir / f"node-{index}"
-            folder.mkdir()
-            namespaces = Namespaces(binaries / "pause", folder / "init.log").start()
-            self.machines.append(self._machine(index, folder, namespaces))
         self._network_and_mounts()
+        self.dialer = Dialer(self.namespaces.net_path())
+        self._dialers = {NODE_NAME: self.dialer}
+        for _ in range(self.workers):
+            self._join()
         self.outside = Namespaces(binaries / "pause", self.workdir / "outside.log").start()
         self._join_vpc(self.outside, "vpc-outside", OUTSIDE_IP)
-        self.dialer = Dialer(self.namespaces.net_path())
-        self._dialers = {NODE_NAME: self.dialer} | {
-            each.name: Dialer(each.namespaces.net_path()) for each in self.machines[1:]
-        }
+        self._dialers[OUTSIDE] = Dialer(self.outside.net_path())
         self._registry()
         self.image_refs = {
             name: images.push(self.namespaces, image_id, f"{REGISTRY}/podlister/{name}:test")
@@ -220,18 +220,66 @@ class Node(Lifecycle):
         started = time.monotonic()
         self._start_node_processes(binaries)
         wait_until(self._nodes_ready, timeout=START_TIMEOUT, interval=0.2, what="Nodes Ready")
-        # kube-router finds its Node object at start, and stops if there is none yet.
         for each in self.machines:
-            self.controlplane.launch(
-                f"kube-router-{each.name}",
-                enforcer.command(
-                    self._enforcer, self.controlplane.inner_kubeconfig, each.name, SERVICE_CIDR
-                ),
-                prefix=each.namespaces.command(),
-            )
+            self._enforce(each)
         loadbalancer.start(self, self._metallb, LOAD_BALANCER_POOL, NODE_NAME, NODE_IP)
         self._timed("node ready", started)
         return self
+
+    def add_worker(self) -> Machine:
+        """One more node joins the running cluster, as a surge upgrade adds one: on the VPC
+        bridge, its pod subnet routed from every node; returned once it is Ready and its
+        NetworkPolicy enforcer runs.
+        """
+        assert self.controlplane is not None
+        assert self._binaries is not None
+        joined = self._join()
+        host.make_cgroups(joined.cgroup_root)
+        machine.launch(
+            self.controlplane,
+            joined,
+            self._binaries,
+            self.image_refs["pause"],
+            f"{NODE_IP}:{REGISTRY_PORT}",
+        )
+        wait_until(self._nodes_ready, timeout=START_TIMEOUT, interval=0.2, what="Nodes Ready")
+        self._enforce(joined)
+        return joined
+
+    def lose(self, name: str) -> None:
+        """The node lost without warning: its kubelet and containerd SIGKILLed and its link
+        to the VPC bridge down (its containers run on, cut off).
+        """
+        assert self.controlplane is not None
+        assert self.namespaces is not None
+        self.controlplane.kill(f"kubelet-{name}")
+        self.controlplane.kill(f"containerd-{name}")
+        self.namespaces.must("ip", "link", "set", f"vpc-{name}", "down")
+
+    def bring_back(self, name: str) -> None:
+        """The lost node back: its link up, containerd and the kubelet started again."""
+        assert self.controlplane is not None
+        assert self.namespaces is not None
+        self.namespaces.must("ip", "link", "set", f"vpc-{name}", "up")
+        self.controlplane.start_again(f"containerd-{name}")
+        back = next(each for each in self.machines if each.name == name)
+        # The kubelet exits if containerd does not answer at its start.
+        wait_until(back.containerd_answers, timeout=30, interval=0.1, what="containerd back")
+        self.controlplane.start_again(f"kubelet-{name}")
+
+    def _enforce(self, each: Machine) -> None:
+        """kube-router on the node; it finds its Node object at start, and stops if there
+        is none yet.
+        """
+        assert self.controlplane is not None
+        assert self._enforcer is not None
+        self.controlplane.launch(
+            f"kube-router-{each.name}",
+            enforcer.command(
+                self._enforcer, self.controlplane.inner_kubeconfig, each.name, SERVICE_CIDR
+            ),
+            prefix=each.namespaces.command(),
+        )
 
     def stop(self) -> None:
         """Everything down, newest first; the host's sysctls and cgroups as they were."""
@@ -281,13 +329,10 @@ class Node(Lifecycle):
         return Machine(name, ip, subnet, folder, namespaces, f"{self.cgroup_root}-{name}")
 
     def _network_and_mounts(self) -> None:
-        """node-1 holds the VPC bridge (a dummy link is refused here); each other node
-        joins it by veth; every node routes the others' pod subnets to them.
-        """
+        """node-1 holds the VPC bridge (a dummy link is refused here)."""
         for folder in ("cni", "containerd", "kubelet", "registry"):
             (self.workdir / folder).mkdir(exist_ok=True)
-        subnets = [(each.pod_subnet, each.ip) for each in self.machines]
-        first, *others = self.machines
+        first = self.machines[0]
         first.namespaces.must(
             "sh",
             "-c",
@@ -297,21 +342,38 @@ class Node(Lifecycle):
             ip link add podlister0 type bridge
             ip addr add {first.ip}/24 dev podlister0
             ip link set podlister0 up
-            {machine.routes(first, subnets, "podlister0")}
+            {machine.routes(first, [], "podlister0")}
             {machine.mounts(first)}
             """,
         )
-        for each in others:
-            self._join_vpc(each.namespaces, f"vpc-{each.name}", each.ip)
-            each.namespaces.must(
-                "sh",
-                "-c",
-                f"""
-                set -e
-                {machine.routes(each, subnets, "eth0")}
-                {machine.mounts(each)}
-                """,
-            )
+
+    def _join(self) -> Machine:
+        """The next node's namespaces, joined to the VPC bridge by veth; its pod subnet
+        routed from every node there, and theirs from it.
+        """
+        assert self._binaries is not None
+        index = len(self.machines) + 1
+        folder = self.workdir / f"node-{index}"
+        folder.mkdir()
+        joining = self._machine(
+            index, folder, Namespaces(self._binaries / "pause", folder / "init.log").start()
+        )
+        self.machines.append(joining)
+        self._join_vpc(joining.namespaces, f"vpc-{joining.name}", joining.ip)
+        subnets = [(each.pod_subnet, each.ip) for each in self.machines]
+        joining.namespaces.must(
+            "sh",
+            "-c",
+            f"""
+            set -e
+            {machine.routes(joining, subnets, "eth0")}
+            {machine.mounts(joining)}
+            """,
+        )
+        for each in self.machines[:-1]:
+            each.namespaces.must("ip", "route", "add", joining.pod_subnet, "via", joining.ip)
+        self._dialers[joining.name] = Dialer(joining.namespaces.net_path())
+        return joining
 
     def _join_vpc(self, joining: Namespaces, link: str, address: str) -> None:
         """A veth from the joining namespaces (eth0 there, with address) to the VPC bridge."""

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from support import verified_cache as cache
+from support.polling import wait_until
 
 if TYPE_CHECKING:
     from node.cluster import Node
 
 MODULE = Path(__file__).resolve().parent / "metallb"
 NAMESPACE = "metallb-system"
+SPEAKER_LABELS = {"app": "metallb", "component": "speaker"}
 PACKAGES = ("go.universe.tf/metallb/controller", "go.universe.tf/metallb/speaker")
 CRDS = (
     *("ipaddresspools", "l2advertisements", "servicel2statuses", "bgppeers", "bfdprofiles"),
@@ -92,14 +94,21 @@ def start(node: Node, folder: Path, pool: str, node_name: str, node_ip: str) -> 
         },
         {
             # The speaker ties its status objects to its own Pod (it reads it at start): a
-            # pause pod on the node stands for the DaemonSet's, the speaker being a process.
-            "apiVersion": "v1",
-            "kind": "Pod",
+            # DaemonSet's pause pod on the node stands for the speaker's, the speaker being
+            # a process (and, a DaemonSet's, it is left alone by kubectl drain).
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
             "metadata": {"name": "speaker", "namespace": NAMESPACE},
             "spec": {
-                "nodeName": node_name,
-                "containers": [{"name": "pause", "image": node.image_refs["pause"]}],
-                "terminationGracePeriodSeconds": 0,
+                "selector": {"matchLabels": SPEAKER_LABELS},
+                "template": {
+                    "metadata": {"labels": SPEAKER_LABELS},
+                    "spec": {
+                        "nodeSelector": {"kubernetes.io/hostname": node_name},
+                        "containers": [{"name": "pause", "image": node.image_refs["pause"]}],
+                        "terminationGracePeriodSeconds": 0,
+                    },
+                },
             },
         },
         {
@@ -118,6 +127,14 @@ def start(node: Node, folder: Path, pool: str, node_name: str, node_ip: str) -> 
     for item in objects:
         applied = node.kubectl("apply", "-f", "-", input_text=json.dumps(item))
         assert applied.returncode == 0, applied.stderr
+    rest = node.controlplane.rest
+    selector = ",".join(f"{key}={value}" for key, value in SPEAKER_LABELS.items())
+
+    def speaker_pod() -> str:
+        found = rest.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={selector}")
+        return next((pod["metadata"]["name"] for pod in found["items"]), "")
+
+    pod_name = wait_until(speaker_pod, timeout=60, interval=0.2, what="the speaker's pod")
     kubeconfig = f"KUBECONFIG={node.controlplane.inner_kubeconfig}"
     node.controlplane.launch(
         "metallb-controller",
@@ -137,7 +154,7 @@ def start(node: Node, folder: Path, pool: str, node_name: str, node_ip: str) -> 
             *("env", kubeconfig, str(folder / "speaker")),
             f"--namespace={NAMESPACE}",
             f"--node-name={node_name}",
-            "--pod-name=speaker",
+            f"--pod-name={pod_name}",
             f"--host={node_ip}",
             "--port=7473",
             "--ml-bindaddr=",

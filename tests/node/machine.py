@@ -11,6 +11,7 @@ so the controller manager allocates none.
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,17 @@ class Machine:
     def containerd_socket(self) -> Path:
         """Where containerd's socket appears on the host's view of the node's /run."""
         return self.workdir / "run" / "containerd" / "containerd.sock"
+
+    def containerd_answers(self) -> bool:
+        """Whether containerd accepts a connection on its socket (a killed one leaves the
+        file behind, refusing until the next containerd binds it again).
+        """
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.containerd_socket))
+            except OSError:
+                return False
+        return True
 
 
 def machine_named(index: int) -> tuple[str, str, str]:
@@ -88,9 +100,7 @@ def launch(
         ["containerd", f"--config={containerd_config(machine, pause_image, registry_address)}"],
         prefix=prefix,
     )
-    wait_until(
-        machine.containerd_socket.exists, timeout=30, interval=0.1, what="containerd's socket"
-    )
+    wait_until(machine.containerd_answers, timeout=30, interval=0.1, what="containerd's socket")
     plane.launch(
         f"kubelet-{machine.name}",
         [

@@ -147,20 +147,31 @@ class Dialer:
     """
 
     def __init__(self, net_path: str) -> None:
-        """Start the thread; it joins the namespace before its first job."""
+        """Threads that join the namespace before their first job: several, so that a
+        connection waiting on a lost peer does not hold back the others.
+        """
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="netns", initializer=_join, initargs=(net_path,)
+            max_workers=8, thread_name_prefix="netns", initializer=_join, initargs=(net_path,)
         )
 
     def connect(self, address: tuple[str, int], timeout: float = 5) -> socket.socket:
         """A socket connected to address inside the namespace."""
-        return self._pool.submit(socket.create_connection, address, timeout).result(
-            timeout=timeout + 1
-        )
+        future = self._pool.submit(socket.create_connection, address, timeout)
+        try:
+            return future.result(timeout=timeout + 1)
+        except TimeoutError:
+            # Still queued or connecting: a socket it makes later is closed, not leaked.
+            future.add_done_callback(_close_made)
+            raise
 
     def close(self) -> None:
         """Let the thread end."""
         self._pool.shutdown(wait=True)
+
+
+def _close_made(future: concurrent.futures.Future[socket.socket]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def _join(net_path: str) -> None:

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from node.cluster import NODE_NAME
 from node.pods import is_ready
 
 if TYPE_CHECKING:
@@ -43,9 +44,13 @@ class PacedClient:
         per_second: float = 20,
         max_seconds: float = 300,
         workers: int = 1,
+        on: str = NODE_NAME,
     ) -> None:
-        """Start sending at once (workers threads, each at per_second / workers)."""
+        """Start sending at once (workers threads, each at per_second / workers), from the
+        node named on (or the machine outside the cluster).
+        """
         self._node, self._host, self._port, self._path = node, host, port, path
+        self._on = on
         self._interval = workers / per_second
         self._deadline = time.monotonic() + max_seconds
         self._stopping = threading.Event()
@@ -62,7 +67,7 @@ class PacedClient:
         while not self._stopping.is_set() and time.monotonic() < self._deadline:
             sent = time.monotonic()
             try:
-                answer = self._node.http(self._host, self._port, self._path, timeout=5)
+                answer = self._node.http(self._host, self._port, self._path, timeout=5, on=self._on)
                 result = Answer(sent, answer.status == 200, tuple(answer.text().split()))
                 if answer.status != 200:
                     result = dataclasses.replace(result, error=f"HTTP {answer.status}")
@@ -80,6 +85,11 @@ class PacedClient:
             thread.join(timeout=10)
         with self._lock:
             return sorted(self.answers, key=lambda answer: answer.at)
+
+    def answered_since(self, at: float) -> int:
+        """How many requests sent after at (monotonic) have their answer (any answer)."""
+        with self._lock:
+            return sum(1 for answer in self.answers if answer.at > at)
 
     def failures(self) -> list[Answer]:
         """The answers so far that were not a 200."""

@@ -8,8 +8,10 @@ and deletes it afterwards.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -29,7 +31,7 @@ from playwright.sync_api import sync_playwright
 from controlplane.build import build
 from node import host
 from node.clients import ClientPod
-from node.cluster import LOAD_BALANCER_POOL, NODE_IP, POOL_WORKERS, Node
+from node.cluster import LOAD_BALANCER_POOL, NODE_IP, NODE_NAME, OUTSIDE, POOL_WORKERS, Node
 from node.overlay import image_overlay
 from node.pods import NAMESPACE, cluster_ip, is_ready, pods, ready_ips
 from node.prometheus import Prometheus, scaled_rules, scrape_config
@@ -725,6 +727,7 @@ def test_an_api_server_restart_keeps_every_pod_ready_and_the_pages_agree_after(
     wait_listed_everywhere(node, expected)
     # From each pod's own node, as its kubelet probes it (the policy refuses the others).
     kubelet = {pod["status"]["podIP"]: pod["spec"]["nodeName"] for pod in pods(node)}
+    killed_at = dt.datetime.now(dt.UTC)
     node.controlplane.kill_apiserver()
     down_at = time.monotonic()
     try:
@@ -735,15 +738,17 @@ def test_an_api_server_restart_keeps_every_pod_ready_and_the_pages_agree_after(
                 assert node.http(ip, 8080, "/readyz", on=kubelet[ip]).status == 200
                 assert listed(node.http(ip, 8080, "/index.txt").text()) == expected
     finally:
+        restarted_at = dt.datetime.now(dt.UTC)
         node.controlplane.start_apiserver()
-    back, back_at = time.monotonic(), dt.datetime.now(dt.UTC)
+    back = time.monotonic()
     names = [pod["metadata"]["name"] for pod in pods(node)]
 
     def relisted(name: str) -> dt.datetime | None:
         for line in sidecar_log(node, name).splitlines():
             event = json.loads(line)
             at = dt.datetime.fromisoformat(event["timestamp"])
-            if event["event"] == "api_reachable" and at > back_at:
+            # The first after the kill: a sidecar may be back before /readyz says so.
+            if event["event"] == "api_reachable" and at > killed_at:
                 return at
         return None
 
@@ -768,9 +773,9 @@ def test_an_api_server_restart_keeps_every_pod_ready_and_the_pages_agree_after(
 
     wait_until(three_agree, timeout=30, interval=0.05, what="every page listing 3 pods")
     figures.info(
-        "API server back: sidecars back on the API %s s after its return; 3 pods Ready %.1f s"
-        " after it, every page listing them %.2f s later",
-        [round((at - back_at).total_seconds(), 1) for at in relists],
+        "API server back: sidecars back on the API %s s after its restart began; 3 pods Ready"
+        " %.1f s after it was ready, every page listing them %.2f s later",
+        [round((at - restarted_at).total_seconds(), 1) for at in relists],
         three_ready - back,
         time.monotonic() - three_ready,
     )
@@ -1035,3 +1040,184 @@ def test_prometheus_scrapes_every_replica_and_the_alerts_fire_for_real(
         client.close()
         node.kubectl("delete", "namespace", "monitoring", "--wait=true", "--timeout=120s")
         delete(node, overlay)
+
+
+# The controller manager's --node-monitor-grace-period on the test cluster (test-only; the
+# default is 50 s), plus two of its node monitor periods (5 s: it notes the last heartbeat
+# on one tick and acts on another), plus 5 s for the EndpointSlice controller, the sidecars
+# and a loaded machine. Measured: 22.6, 24.2 and 28.4 s.
+NODE_LOST_BOUND = 20 + 5 + 5 + 5
+
+
+def test_a_lost_node_leaves_every_page_within_the_node_controllers_bound_and_comes_back(
+    node: Node, tmp_path: Path
+) -> None:
+    """A worker holding a replica is lost without warning (kubelet and containerd
+    SIGKILLed, its link to the VPC cut) while the machine outside the cluster fetches the
+    page through the load balancer at 20 requests/s: within the node controller's bound the
+    lost pod leaves every other page and the load balancer's, and no request sent 2 s after
+    that fails; once the node is back its pod returns to every page. The times are logged.
+    """
+    overlay = image_overlay(tmp_path / "do", "do", node.image_refs)
+    apply(node, overlay)
+    try:
+        address = wait_until(
+            lambda: external_ip(node), timeout=30, interval=0.2, what="the load balancer's IP"
+        )
+        placed = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods(node) if is_ready(p)}
+        on_workers = sorted(ip for ip, name in placed.items() if name != NODE_NAME)
+        assert on_workers, placed
+        lost_ip = on_workers[0]
+        lost = placed[lost_ip]
+        kept = sorted(set(placed) - {lost_ip})
+        everywhere = ready_ips(node)
+        wait_listed_everywhere(node, everywhere)
+        client = PacedClient(
+            node, address, 80, per_second=20, max_seconds=300, workers=4, on=OUTSIDE
+        )
+        try:
+            node.lose(lost)
+            cut = time.monotonic()
+            try:
+                wait_until(
+                    lambda: all(
+                        lost_ip not in listed(node.http(ip, 8080, "/index.txt").text())
+                        for ip in kept
+                    ),
+                    timeout=NODE_LOST_BOUND + 30,
+                    interval=0.2,
+                    what=f"{lost_ip} gone from the pages of {kept}",
+                )
+                left = time.monotonic() - cut
+                wait_until(
+                    lambda: lost_ip not in listed(node.http(address, 80, "/index.txt").text()),
+                    timeout=10,
+                    interval=0.2,
+                    what=f"{lost_ip} gone from the load balancer's page",
+                )
+                settled = time.monotonic() + 2
+                wait_until(
+                    lambda: client.answered_since(settled) >= 100,
+                    timeout=30,
+                    interval=0.2,
+                    what="100 answers sent 2 s after the pod left",
+                )
+            finally:
+                node.bring_back(lost)
+            back = time.monotonic()
+            wait_listed_everywhere(node, everywhere, timeout=60)
+            returned = time.monotonic() - back
+        finally:
+            answers = client.stop()
+    finally:
+        delete(node, overlay)
+    failed = [answer for answer in answers if not answer.ok]
+    figures.info(
+        "node lost: %s's pod left every page %.1f s after the cut; %d of %d requests failed,"
+        " the last sent %.1f s after the cut; back on every page %.1f s after the node",
+        lost,
+        left,
+        len(failed),
+        len(answers),
+        max((answer.at for answer in failed), default=cut) - cut,
+        returned,
+    )
+    assert left <= NODE_LOST_BOUND, left
+    assert not [answer for answer in failed if answer.at > settled], failed[-5:]
+
+
+DRAIN = ("drain", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s")
+PDB_REFUSAL = "Cannot evict pod as it would violate the pod's disruption budget"
+
+
+def test_a_surge_upgrade_drains_every_old_node_under_load_and_loses_no_request(
+    node: Node, tmp_path: Path
+) -> None:
+    """As DOKS upgrades a pool (last in the module: the cluster has four nodes after it): a
+    new node joins, then each old node is cordoned and drained (`kubectl drain
+    --ignore-daemonsets --delete-emptydir-data`, the shipped PDB in place), the second
+    replica's node while the first replica is still leaving, so the PDB makes that drain
+    wait; all the while the machine outside the cluster fetches the page through the load
+    balancer's IP at 25 requests/s. No request fails, no answer lists a pod whose deletion
+    began more than 2 s before it was sent, and at the end every page lists exactly the
+    Ready pods, all on the new node. Requests, the longest gap between successful answers
+    and the PDB's refusals are logged.
+    """
+    overlay = image_overlay(tmp_path / "do", "do", node.image_refs)
+    apply(node, overlay)
+    old = [each.name for each in node.machines]
+    try:
+        address = wait_until(
+            lambda: external_ip(node), timeout=30, interval=0.2, what="the load balancer's IP"
+        )
+        wait_until(
+            lambda: (
+                listed(node.http(address, 80, "/index.txt", on=OUTSIDE).text()) == ready_ips(node)
+            ),
+            timeout=10,
+            interval=0.1,
+            what="the page through the load balancer",
+        )
+        placed = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods(node) if is_ready(p)}
+        first_ip, second_ip = sorted(placed)
+        assert placed[first_ip] != placed[second_ip], placed
+        watcher = PodWatcher(lambda: pods(node), max_seconds=600)
+        client = PacedClient(node, address, 80, per_second=25, max_seconds=600, on=OUTSIDE)
+        outputs: dict[str, str] = {}
+        try:
+            joined = node.add_worker()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                first = pool.submit(node.kubectl, *DRAIN, placed[first_ip])
+                wait_until(
+                    lambda: first_ip in watcher.deleting_at,
+                    timeout=60,
+                    interval=0.05,
+                    what=f"{first_ip} evicted",
+                )
+                second = node.kubectl(*DRAIN, placed[second_ip])
+                drained = {placed[first_ip]: first.result(timeout=180), placed[second_ip]: second}
+            for name in old:
+                if name not in drained:
+                    drained[name] = node.kubectl(*DRAIN, name)
+            for name, result in drained.items():
+                assert result.returncode == 0, result.stderr
+                outputs[name] = result.stdout + result.stderr
+            wait_until(
+                lambda: (
+                    {p["spec"]["nodeName"] for p in pods(node)} == {joined.name}
+                    and len(ready_ips(node)) == len(pods(node)) >= 2
+                ),
+                timeout=120,
+                interval=0.2,
+                what=f"every replica Ready on {joined.name}",
+            )
+            wait_listed_everywhere(node, ready_ips(node))
+        finally:
+            answers = client.stop()
+            watcher.stop()
+    finally:
+        for name in old:
+            node.kubectl("uncordon", name)
+        delete(node, overlay)
+    failed = [answer for answer in answers if not answer.ok]
+    stale = [
+        (answer, ip)
+        for answer in answers
+        for ip in answer.listed
+        if ip in watcher.deleting_at and answer.at > watcher.deleting_at[ip] + 2.0
+    ]
+    served = [answer.at for answer in answers if answer.ok]
+    waits = {name: text.count(PDB_REFUSAL) for name, text in outputs.items()}
+    figures.info(
+        "surge upgrade: %d requests over %.1f s, %d failed, %d listed a pod deleted > 2 s"
+        " before, longest gap between answers %.2f s, PDB refusals per drain %s",
+        len(answers),
+        answers[-1].at - answers[0].at,
+        len(failed),
+        len(stale),
+        max(b - a for a, b in itertools.pairwise(served)),
+        waits,
+    )
+    assert failed == [], failed[:5]
+    assert stale == [], stale[:5]
+    assert waits[placed[second_ip]] >= 1, outputs[placed[second_ip]]
