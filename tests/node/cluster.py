@@ -35,10 +35,10 @@ from support.polling import wait_until
 if TYPE_CHECKING:
     from pathlib import Path
 
-NODE_NAME, NODE_IP, POD_SUBNET = machine_named(1)
+NODE_NAME, NODE_IP, _ = machine_named(1)
 OUTSIDE_IP = "10.200.0.100"
 LOAD_BALANCER_POOL = "10.200.0.240/28"
-REGISTRY_PORT = 5000
+REGISTRY_PORT = int(REGISTRY.rsplit(":", 1)[1])
 # Workers beside node-1 in the tests and `tox -e node`: a DOKS node pool starts at three.
 POOL_WORKERS = 2
 # Node.http's name for the machine outside the cluster.
@@ -196,8 +196,6 @@ class Node(Lifecycle):
         started = time.monotonic()
         self.sysctls_found = host.hold_sysctls()
         self._holding_sysctls = True
-        for each in self.machines:
-            host.make_cgroups(each.cgroup_root)
         api = self.forward(NODE_IP, API_PORT)
         self._serving_certificate(self.workdir / "controlplane" / "pki")
         self.controlplane = ControlPlane(
@@ -226,26 +224,6 @@ class Node(Lifecycle):
         self._timed("node ready", started)
         return self
 
-    def add_worker(self) -> Machine:
-        """One more node joins the running cluster, as a surge upgrade adds one: on the VPC
-        bridge, its pod subnet routed from every node; returned once it is Ready and its
-        NetworkPolicy enforcer runs.
-        """
-        assert self.controlplane is not None
-        assert self._binaries is not None
-        joined = self._join()
-        host.make_cgroups(joined.cgroup_root)
-        machine.launch(
-            self.controlplane,
-            joined,
-            self._binaries,
-            self.image_refs["pause"],
-            f"{NODE_IP}:{REGISTRY_PORT}",
-        )
-        wait_until(self._nodes_ready, timeout=START_TIMEOUT, interval=0.2, what="Nodes Ready")
-        self._enforce(joined)
-        return joined
-
     def lose(self, name: str) -> None:
         """The node lost without warning: its kubelet and containerd SIGKILLed and its link
         to the VPC bridge down (its containers run on, cut off).
@@ -266,6 +244,19 @@ class Node(Lifecycle):
         # The kubelet exits if containerd does not answer at its start.
         wait_until(back.containerd_answers, timeout=30, interval=0.1, what="containerd back")
         self.controlplane.start_again(f"kubelet-{name}")
+
+    def _run(self, each: Machine) -> None:
+        """containerd, the kubelet and kube-proxy on the node, its cgroup root made first."""
+        assert self.controlplane is not None
+        assert self._binaries is not None
+        host.make_cgroups(each.cgroup_root)
+        machine.launch(
+            self.controlplane,
+            each,
+            self._binaries,
+            self.image_refs["pause"],
+            f"{NODE_IP}:{REGISTRY_PORT}",
+        )
 
     def _enforce(self, each: Machine) -> None:
         """kube-router on the node; it finds its Node object at start, and stops if there
@@ -490,9 +481,7 @@ class Node(Lifecycle):
             ],
         )
         for each in self.machines:
-            machine.launch(
-                cp, each, binaries, self.image_refs["pause"], f"{NODE_IP}:{REGISTRY_PORT}"
-            )
+            self._run(each)
         cp.launch(
             "metrics-server",
             [

@@ -141,3 +141,17 @@ class PodWatcher:
         """Stop polling."""
         self._stopping.set()
         self._thread.join(timeout=10)
+
+
+def listed_after_deletion(
+    answers: list[Answer], deleting_at: dict[str, float], grace: float = 2.0
+) -> list[tuple[Answer, str]]:
+    """Each answer and pod IP it listed though that pod's deletion had begun more than
+    grace seconds before the request was sent.
+    """
+    return [
+        (answer, ip)
+        for answer in answers
+        for ip in answer.listed
+        if ip in deleting_at and answer.at > deleting_at[ip] + grace
+    ]
