@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 NODE_NAME, NODE_IP, _ = machine_named(1)
 OUTSIDE_IP = "10.200.0.100"
+# Locally administered (02:...), then node-1's address: 10.200.0.1.
+BRIDGE_MAC = "02:00:0a:c8:00:01"
 LOAD_BALANCER_POOL = "10.200.0.240/28"
 REGISTRY_PORT = int(REGISTRY.rsplit(":", 1)[1])
 # Workers beside node-1 in the tests and `tox -e node`: a DOKS node pool starts at three.
@@ -224,6 +226,17 @@ class Node(Lifecycle):
         self._timed("node ready", started)
         return self
 
+    def add_worker(self) -> Machine:
+        """One more node joins the running cluster, as a surge upgrade adds one: on the VPC
+        bridge, its pod subnet routed from every node; returned once it is Ready and its
+        NetworkPolicy enforcer runs.
+        """
+        joined = self._join()
+        self._run(joined)
+        wait_until(self._nodes_ready, timeout=START_TIMEOUT, interval=0.2, what="Nodes Ready")
+        self._enforce(joined)
+        return joined
+
     def lose(self, name: str) -> None:
         """The node lost without warning: its kubelet and containerd SIGKILLed and its link
         to the VPC bridge down (its containers run on, cut off).
@@ -320,7 +333,11 @@ class Node(Lifecycle):
         return Machine(name, ip, subnet, folder, namespaces, f"{self.cgroup_root}-{name}")
 
     def _network_and_mounts(self) -> None:
-        """node-1 holds the VPC bridge (a dummy link is refused here)."""
+        """node-1 holds the VPC bridge (a dummy link is refused here). Its MAC address is
+        fixed: a bridge left alone takes the lowest of its ports', so a node joining could
+        change it, and MetalLB's speaker ignores an ARP probe sent to the old one (the
+        machine outside lost the load balancer's IP for 3 s in one surge upgrade of four).
+        """
         for folder in ("cni", "containerd", "kubelet", "registry"):
             (self.workdir / folder).mkdir(exist_ok=True)
         first = self.machines[0]
@@ -330,7 +347,7 @@ class Node(Lifecycle):
             f"""
             set -e
             ip link set lo up
-            ip link add podlister0 type bridge
+            ip link add podlister0 address {BRIDGE_MAC} type bridge
             ip addr add {first.ip}/24 dev podlister0
             ip link set podlister0 up
             {machine.routes(first, [], "podlister0")}

@@ -8,8 +8,10 @@ and deletes it afterwards.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -1120,3 +1122,93 @@ def test_a_lost_node_leaves_every_page_within_the_node_controllers_bound_and_com
     )
     assert left <= NODE_LOST_BOUND, left
     assert not [answer for answer in failed if answer.at > settled], failed[-5:]
+
+
+DRAIN = ("drain", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s")
+PDB_REFUSAL = "Cannot evict pod as it would violate the pod's disruption budget"
+
+
+def test_a_surge_upgrade_drains_every_old_node_under_load_and_loses_no_request(
+    node: Node, tmp_path: Path
+) -> None:
+    """As DOKS upgrades a pool (last in the module: the cluster has four nodes after it): a
+    new node joins, then each old node is cordoned and drained (`kubectl drain
+    --ignore-daemonsets --delete-emptydir-data`, the shipped PDB in place), the second
+    replica's node while the first replica is still leaving, so the PDB makes that drain
+    wait; all the while the machine outside the cluster fetches the page through the load
+    balancer's IP at 25 requests/s. No request fails, no answer lists a pod whose deletion
+    began more than 2 s before it was sent, and at the end every page lists exactly the
+    Ready pods, all on the new node. Requests, the longest gap between successful answers
+    and the PDB's refusals are logged.
+    """
+    overlay = image_overlay(tmp_path / "do", "do", node.image_refs)
+    apply(node, overlay)
+    old = [each.name for each in node.machines]
+    try:
+        address = load_balancer_ip(node)
+        wait_until(
+            lambda: (
+                listed(node.http(address, 80, "/index.txt", on=OUTSIDE).text()) == ready_ips(node)
+            ),
+            timeout=10,
+            interval=0.1,
+            what="the page through the load balancer",
+        )
+        placed = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods(node) if is_ready(p)}
+        first_ip, second_ip = sorted(placed)
+        assert placed[first_ip] != placed[second_ip], placed
+        watcher = PodWatcher(lambda: pods(node), max_seconds=600)
+        client = PacedClient(node, address, 80, per_second=25, max_seconds=600, on=OUTSIDE)
+        outputs: dict[str, str] = {}
+        try:
+            joined = node.add_worker()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                first = pool.submit(node.kubectl, *DRAIN, placed[first_ip])
+                wait_until(
+                    lambda: first_ip in watcher.deleting_at,
+                    timeout=60,
+                    interval=0.05,
+                    what=f"{first_ip} evicted",
+                )
+                second = node.kubectl(*DRAIN, placed[second_ip])
+                drained = {placed[first_ip]: first.result(timeout=180), placed[second_ip]: second}
+            for name in old:
+                if name not in drained:
+                    drained[name] = node.kubectl(*DRAIN, name)
+            for name, result in drained.items():
+                assert result.returncode == 0, result.stderr
+                outputs[name] = result.stdout + result.stderr
+            wait_until(
+                lambda: (
+                    {p["spec"]["nodeName"] for p in pods(node)} == {joined.name}
+                    and len(ready_ips(node)) == len(pods(node)) >= 2
+                ),
+                timeout=120,
+                interval=0.2,
+                what=f"every replica Ready on {joined.name}",
+            )
+            wait_listed_everywhere(node, ready_ips(node))
+        finally:
+            answers = client.stop()
+            watcher.stop()
+    finally:
+        for name in old:
+            node.kubectl("uncordon", name)
+        delete(node, overlay)
+    failed = [answer for answer in answers if not answer.ok]
+    stale = listed_after_deletion(answers, watcher.deleting_at)
+    served = [answer.at for answer in answers if answer.ok]
+    waits = {name: text.count(PDB_REFUSAL) for name, text in outputs.items()}
+    figures.info(
+        "surge upgrade: %d requests over %.1f s, %d failed, %d listed a pod deleted > 2 s"
+        " before, longest gap between answers %.2f s, PDB refusals per drain %s",
+        len(answers),
+        answers[-1].at - answers[0].at,
+        len(failed),
+        len(stale),
+        max(b - a for a, b in itertools.pairwise(served)),
+        waits,
+    )
+    assert failed == [], failed[:5]
+    assert stale == [], stale[:5]
+    assert waits[placed[second_ip]] >= 1, outputs[placed[second_ip]]
