@@ -41,7 +41,7 @@ OUTSIDE_IP = "10.200.0.100"
 BRIDGE_MAC = "02:00:0a:c8:00:01"
 LOAD_BALANCER_POOL = "10.200.0.240/28"
 REGISTRY_PORT = int(REGISTRY.rsplit(":", 1)[1])
-# Workers beside node-1 in the tests and `tox -e node`: a DOKS node pool starts at three.
+# Workers beside node-1 in the tests and `tox -e cluster`: a DOKS node pool starts at three.
 POOL_WORKERS = 2
 # Node.http's name for the machine outside the cluster.
 OUTSIDE = "outside"
@@ -133,10 +133,11 @@ class Node(Lifecycle):
         """
         return http_get(self._dialers[on], host_name, port, path, timeout=timeout)
 
-    def forward(self, host_name: str, port: int) -> Forward:
-        """A loopback port of the host leading to host_name:port inside; closed at stop()."""
-        assert self.dialer is not None
-        forward = Forward(self.dialer, (host_name, port))
+    def forward(self, host_name: str, port: int, *, on: str = NODE_NAME) -> Forward:
+        """A loopback port of the host leading to host_name:port as seen from the node named
+        on (or OUTSIDE); closed at stop().
+        """
+        forward = Forward(self._dialers[on], (host_name, port))
         self._forwards.append(forward)
         return forward
 

@@ -4,6 +4,7 @@ benchmarks read them the same way).
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,3 +44,24 @@ def cluster_ip(node: Node) -> str:
     assert node.controlplane is not None
     service = node.controlplane.rest.get(f"/api/v1/namespaces/{NAMESPACE}/services/podlister")
     return str(service["spec"]["clusterIP"])
+
+
+def every_page_lists_the_ready_pods(node: Node, replicas: int) -> bool:
+    """Whether exactly replicas pods exist, all Ready, and the Service's page and every pod's
+    own page (read from node-1, 16 side by side, a new connection each) list exactly them.
+    """
+    found = pods(node)
+    expected = ready_ips(node)
+    if len(found) != replicas or len(expected) != replicas:
+        return False
+    addresses = [(cluster_ip(node), 80), *((ip, 8080) for ip in expected)]
+
+    def lists_them(address: tuple[str, int]) -> bool:
+        try:
+            answer = node.http(address[0], address[1], "/index.txt")
+        except OSError:
+            return False
+        return answer.status == 200 and answer.text().split() == expected
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        return all(pool.map(lists_them, addresses))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Playwright
+    from playwright.sync_api import Browser, Page, Playwright
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",  # the tests run as root, where Chromium's sandbox refuses to start
@@ -66,3 +66,22 @@ def low_contrast_script() -> str:
     text = (_SCRIPTS / "low-contrast.js").read_text(encoding="utf-8")
     # Without its comment header, so that Playwright sees a function to call.
     return "\n".join(line for line in text.splitlines() if not line.startswith("//"))
+
+
+def screenshots(page: Page, label: str) -> list[str]:
+    """The page at both widths in both colour schemes, saved as SCREENSHOT_DIR/label-width-
+    scheme.png; the texts below WCAG AA contrast in any of them. Leaves the page light, at
+    desktop width.
+    """
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    low = []
+    for scheme in SCHEMES:
+        # Reduced motion: highlights hold their colours, so contrast is measured at rest.
+        page.emulate_media(color_scheme=scheme, reduced_motion="reduce")
+        for width_name, (width, height) in WIDTHS.items():
+            page.set_viewport_size({"width": width, "height": height})
+            page.screenshot(path=SCREENSHOT_DIR / f"{label}-{width_name}-{scheme}.png")
+            low += [f"{scheme} {width_name}: {t}" for t in page.evaluate(low_contrast_script())]
+    page.emulate_media(color_scheme="light", reduced_motion="no-preference")
+    page.set_viewport_size({"width": WIDTHS["desktop"][0], "height": WIDTHS["desktop"][1]})
+    return low

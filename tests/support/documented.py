@@ -20,7 +20,7 @@ UNIT = ".venv/bin/tox -e unit"
 LOCK = ".venv/bin/tox -e lock"
 DEMO_KEEP = ".venv/bin/tox -e demo -- --keep"
 DEMO_CONTROLPLANE = ".venv/bin/tox -e demo-controlplane -- --keep"
-NODE = ".venv/bin/tox -e node -- --keep"
+CLUSTER = ".venv/bin/tox -e cluster -- --keep"
 KEY_PAIR = "tox -e cosign -- generate-key-pair"
 RELEASE = "tox -e release -- REGISTRY/podlister-sidecar --key cosign.key"
 APPLY_DO = "kubectl apply -k kustomize/overlays/do"
@@ -62,7 +62,7 @@ RUN_BY: dict[str, tuple[str, str]] = {
     LOCK: ("integration/test_locks.py", "test_the_locks_are_what_the_lock_command_makes"),
     DEMO_KEEP: ("system/test_demo.py", "test_ctrl_c_stops_everything"),
     DEMO_CONTROLPLANE: ("system/test_demo.py", "test_controlplane_demo_stops_on_sigterm"),
-    NODE: ("system/test_node.py", "test_tox_e_node_keeps_a_node_until_sigterm"),
+    CLUSTER: ("system/test_node.py", "test_tox_e_cluster_keeps_the_cluster_until_sigterm"),
     KEY_PAIR: RELEASE_TEST,
     RELEASE: RELEASE_TEST,
     VERIFY: RELEASE_TEST,

@@ -14,15 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from playwright.sync_api import sync_playwright
 
-from support.browser import (
-    READY_ROWS,
-    SCHEMES,
-    SCREENSHOT_DIR,
-    WIDTHS,
-    launch,
-    low_contrast_script,
-    page_probes,
-)
+from support.browser import READY_ROWS, launch, page_probes, screenshots
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -91,24 +83,6 @@ def watched(browser: Browser) -> Iterator[Watched]:
     context.close()
 
 
-def screenshots(watched: Watched, label: str) -> list[str]:
-    """Both widths in both colour schemes, saved under SCREENSHOT_DIR; low-contrast texts."""
-    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-    page, low = watched.page, []
-    for scheme in SCHEMES:
-        # Reduced motion: highlights hold their colours, so contrast is measured at rest.
-        page.emulate_media(color_scheme=scheme, reduced_motion="reduce")
-        for width_name, (width, height) in WIDTHS.items():
-            page.set_viewport_size({"width": width, "height": height})
-            page.screenshot(path=SCREENSHOT_DIR / f"{label}-{width_name}-{scheme}.png")
-            low += [
-                f"{scheme} {width_name}: {text}" for text in page.evaluate(low_contrast_script())
-            ]
-    page.emulate_media(color_scheme="light", reduced_motion="no-preference")
-    page.set_viewport_size({"width": 1280, "height": 900})
-    return low
-
-
 @pytest.mark.timeout(240)
 def test_page_follows_scaling_live(cluster: LocalCluster, watched: Watched) -> None:
     """Opened through the load balancer, the page shows a scale-up and a scale-down within
@@ -142,7 +116,7 @@ def test_page_follows_scaling_live(cluster: LocalCluster, watched: Watched) -> N
     assert any(f"({ip})" in answered for ip in cluster.ready_ips()), answered
     badges = page.locator("#ready .badge[data-kind='answered']")
     assert badges.count() == 1
-    low_contrast = screenshots(watched, "scaled-to-4")
+    low_contrast = screenshots(watched.page, "scaled-to-4")
 
     cluster.scale_to(1)
     watched.wait_ready_rows(cluster.ready_ips(), LIVE_BOUND_MS)
