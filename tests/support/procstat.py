@@ -27,6 +27,21 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """cpu_seconds of the process and of every process under it (a daemon started behind
+    nsenter runs as its child).
+    """
+    total, pending = 0.0, [pid]
+    while pending:
+        each = pending.pop()
+        with contextlib.suppress(FileNotFoundError):
+            total += cpu_seconds(each)
+            for task in Path(f"/proc/{each}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+    return total
+
+
 def processes_using(folder: Path) -> list[int]:
     """Pids of the live processes that name folder on their command line or hold a file in it
     open (nginx workers and sidecars write their logs there; neither names it in argv).
