@@ -262,8 +262,25 @@ def restart(node: Node, replicas: int) -> None:
     assert node.controlplane is not None
     plane = node.controlplane
     found = pods(node)
+
+    def api_ready() -> bool:
+        try:
+            return plane.rest.text("/readyz", timeout=1) == "ok"
+        except (OSError, RuntimeError):
+            return False
+
     lists_before = {pod["metadata"]["uid"]: sidecar_metrics(node, pod)[LISTS] for pod in found}
     plane.kill_apiserver()
+    # Down until its port is free again (the killed process gone for good), as a crash
+    # leaves it; a new one cannot bind before.
+    assert node.namespaces is not None
+    inside = node.namespaces
+    wait_until(
+        lambda: not inside.must("ss", "-Hltn", "sport = :6443").strip(),
+        timeout=30,
+        interval=0.1,
+        what="port 6443 free",
+    )
     plane.start_again("kube-apiserver")
     started = time.monotonic()
     apiserver = plane.pid("kube-apiserver")
@@ -274,26 +291,23 @@ def restart(node: Node, replicas: int) -> None:
         except OSError:
             return False
 
-    def api_ready() -> bool:
-        try:
-            return plane.rest.text("/readyz", timeout=1) == "ok"
-        except (OSError, RuntimeError):
-            return False
-
-    ready = 0.0
+    ready = relisted_all = 0.0
     pending = list(found)
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        while pending or not ready:
+        while not (ready and relisted_all):
             assert time.monotonic() - started < TRIAL_TIMEOUT, f"{len(pending)} never relisted"
             if not ready and api_ready():
                 ready = time.monotonic() - started
-            done = list(pool.map(relisted, pending))
-            pending = [pod for pod, yes in zip(pending, done, strict=True) if not yes]
-    took, cpu = time.monotonic() - started, cpu_seconds(apiserver)
+            if pending:
+                done = list(pool.map(relisted, pending))
+                pending = [pod for pod, yes in zip(pending, done, strict=True) if not yes]
+                relisted_all = 0.0 if pending else time.monotonic() - started
+    cpu = cpu_seconds(apiserver)
     print(
-        f"N={replicas:<3} API server restarted: ready {ready:5.2f} s after its start, every"
-        f" sidecar relisted {took:5.2f} s after it (resolution: a round of {replicas} metric"
-        f" reads); its CPU by then {cpu:5.2f} s",
+        f"N={replicas:<3} API server restarted: ready (/readyz ok) {ready:5.2f} s after its"
+        f" process started, every sidecar relisted {relisted_all:5.2f} s after it (a round of"
+        f" {replicas} metric reads: {relisted_all - ready:+.2f} s against ready); its CPU by"
+        f" then {cpu:5.2f} s",
         flush=True,
     )
 
