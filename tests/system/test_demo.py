@@ -74,10 +74,21 @@ class Demo:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
-    """The running demo; killed (by its process group) if the test did not stop it."""
+    """The running demo; stopped with SIGTERM if the test did not stop it, as a user does, so
+    that it removes its folder (SIGKILL would leave it in /tmp); killed only if it ends no
+    other way.
+    """
     running = Demo(tmp_path / "demo.log")
     yield running
-    running.kill()
+    try:
+        if running.process.poll() is None:
+            running.process.send_signal(signal.SIGTERM)
+            running.process.wait(timeout=60)
+        found = ROOT_LINE.search(running.output())
+        if found:
+            assert_all_gone(Path(found.group(1)))
+    finally:
+        running.kill()
 
 
 def started(demo: Demo, root_line: re.Pattern[str] = ROOT_LINE) -> Path:
