@@ -68,6 +68,16 @@ def low_contrast_script() -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("//"))
 
 
+def wait_ready_rows(page: Page, expected: list[str], *, timeout_ms: float) -> None:
+    """Wait (bounded) until the page lists exactly these addresses as ready, in order."""
+    page.wait_for_function(
+        "expected => JSON.stringify(Array.from(document.querySelectorAll("
+        f"'{READY_ROWS}'), c => c.textContent)) === JSON.stringify(expected)",
+        arg=expected,
+        timeout=timeout_ms,
+    )
+
+
 def screenshots(page: Page, label: str) -> list[str]:
     """The page at both widths in both colour schemes, saved as SCREENSHOT_DIR/label-width-
     scheme.png; the texts below WCAG AA contrast in any of them. Leaves the page light, at

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from playwright.sync_api import sync_playwright
 
-from support.browser import READY_ROWS, launch, page_probes, screenshots
+from support.browser import READY_ROWS, launch, page_probes, screenshots, wait_ready_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -63,12 +63,7 @@ class Watched:
 
     def wait_ready_rows(self, expected: list[str], timeout_ms: float) -> None:
         """Wait (bounded) until the ready list shows exactly these addresses, in order."""
-        self.page.wait_for_function(
-            "expected => JSON.stringify(Array.from(document.querySelectorAll("
-            f"'{READY_ROWS}'), c => c.textContent)) === JSON.stringify(expected)",
-            arg=expected,
-            timeout=timeout_ms,
-        )
+        wait_ready_rows(self.page, expected, timeout_ms=timeout_ms)
 
     def wait_live(self) -> None:
         """Wait until the page has fetched index.json and says it is live."""

@@ -9,6 +9,7 @@ and deletes it afterwards.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import functools
 import ipaddress
@@ -46,11 +47,13 @@ from node.pods import (
 from node.prometheus import Prometheus, scaled_rules, scrape_config
 from node.traffic import PacedClient, PodWatcher, listed_after_deletion
 from support import documented
-from support.browser import READY_ROWS, launch, page_probes, screenshots
+from support.browser import launch, page_probes, screenshots, wait_ready_rows
 from support.polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from playwright.sync_api import Page
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -680,14 +683,11 @@ def test_prestop_keeps_a_leaving_pod_serving_while_the_service_drops_it(
     wait_until(lambda: len(ready_ips(node)) == 2, timeout=60, interval=0.2, what="2 Ready again")
 
 
-def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
-    node: Node, local_overlay: Path
-) -> None:
-    """Chromium opens the page through NodePort 30080 (forwarded to the host's loopback):
-    kubectl scale to 4, then to 1, and within 2 s of the pods being Ready (or gone) the
-    page lists exactly them, without a reload and without a console error.
+@contextlib.contextmanager
+def page_through_the_node_port(node: Node) -> Iterator[tuple[Page, list[str]]]:
+    """Chromium with the page open through NodePort 30080 (forwarded to the host's
+    loopback), live; and the console errors and uncaught exceptions it collects.
     """
-    assert local_overlay.is_dir()
     forward = node.forward(NODE_IP, NODE_PORT)
     with sync_playwright() as playwright:
         chromium = launch(playwright)
@@ -702,28 +702,35 @@ def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
             assert response is not None
             assert response.status == 200
             page.wait_for_selector("#live[data-state='live']", timeout=10_000)
-            for replicas in (4, 1):
-                scaled = node.kubectl(
-                    "-n", NAMESPACE, "scale", "deploy/podlister", f"--replicas={replicas}"
-                )
-                assert scaled.returncode == 0, scaled.stderr
-                wait_until(
-                    lambda n=replicas: len(ready_ips(node)) == n == len(pods(node)),  # type: ignore[misc]
-                    timeout=120,
-                    interval=0.1,
-                    what=f"{replicas} pods Ready",
-                )
-                page.wait_for_function(
-                    "expected => JSON.stringify(Array.from(document.querySelectorAll("
-                    f"'{READY_ROWS}'), c => c.textContent)) === JSON.stringify(expected)",
-                    arg=ready_ips(node),
-                    timeout=2000,
-                )
-            assert page.evaluate("window.__probe")["loads"] == 1, "the page reloaded"
-            assert errors == []
+            yield page, errors
             context.close()
         finally:
             chromium.close()
+
+
+def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
+    node: Node, local_overlay: Path
+) -> None:
+    """Chromium opens the page through NodePort 30080 (forwarded to the host's loopback):
+    kubectl scale to 4, then to 1, and within 2 s of the pods being Ready (or gone) the
+    page lists exactly them, without a reload and without a console error.
+    """
+    assert local_overlay.is_dir()
+    with page_through_the_node_port(node) as (page, errors):
+        for replicas in (4, 1):
+            scaled = node.kubectl(
+                "-n", NAMESPACE, "scale", "deploy/podlister", f"--replicas={replicas}"
+            )
+            assert scaled.returncode == 0, scaled.stderr
+            wait_until(
+                functools.partial(all_ready, node, replicas),
+                timeout=120,
+                interval=0.1,
+                what=f"{replicas} pods Ready",
+            )
+            wait_ready_rows(page, ready_ips(node), timeout_ms=2000)
+        assert page.evaluate("window.__probe")["loads"] == 1, "the page reloaded"
+        assert errors == []
 
 
 @pytest.mark.usefixtures("local_overlay")
@@ -1164,54 +1171,33 @@ def test_a_hundred_replicas_on_three_nodes_every_page_lists_exactly_the_ready_po
     costs: list[Cost] = []
     restarted: list[str] = []
     low_contrast: list[str] = []
-    forward = node.forward(NODE_IP, NODE_PORT)
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        try:
-            context = chromium.new_context(viewport={"width": 1280, "height": 900})
-            context.add_init_script(page_probes())
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
-            response = page.goto(f"http://{forward.address}/")
-            assert response is not None
-            assert response.status == 200
-            page.wait_for_selector("#live[data-state='live']", timeout=10_000)
-            for replicas in (HUNDRED, 2):
-                started = time.monotonic()
-                scaled = node.kubectl(
-                    "-n", NAMESPACE, "scale", "deployment/podlister", f"--replicas={replicas}"
-                )
-                assert scaled.returncode == 0, scaled.stderr
-                wait_until(
-                    functools.partial(all_ready, node, replicas),
-                    timeout=600,
-                    interval=0.5,
-                    what=f"{replicas} pods Ready, no other left",
-                )
-                ready = time.monotonic()
-                page.wait_for_function(
-                    "expected => JSON.stringify(Array.from(document.querySelectorAll("
-                    f"'{READY_ROWS}'), c => c.textContent)) === JSON.stringify(expected)",
-                    arg=ready_ips(node),
-                    timeout=2000,
-                )
-                wait_until(
-                    functools.partial(every_page_lists_the_ready_pods, node, replicas),
-                    timeout=60,
-                    interval=0.5,
-                    what=f"every page listing exactly the {replicas} Ready pods",
-                )
-                steps[replicas] = (ready - started, time.monotonic() - ready)
-                if replicas == HUNDRED:
-                    costs, restarted = at_a_hundred(node)
-                    low_contrast = screenshots(page, "hundred")
-            assert page.evaluate("window.__probe")["loads"] == 1, "the page reloaded"
-            assert errors == []
-            context.close()
-        finally:
-            chromium.close()
+    with page_through_the_node_port(node) as (page, errors):
+        for replicas in (HUNDRED, 2):
+            started = time.monotonic()
+            scaled = node.kubectl(
+                "-n", NAMESPACE, "scale", "deployment/podlister", f"--replicas={replicas}"
+            )
+            assert scaled.returncode == 0, scaled.stderr
+            wait_until(
+                functools.partial(all_ready, node, replicas),
+                timeout=600,
+                interval=0.5,
+                what=f"{replicas} pods Ready, no other left",
+            )
+            ready = time.monotonic()
+            wait_ready_rows(page, ready_ips(node), timeout_ms=2000)
+            wait_until(
+                functools.partial(every_page_lists_the_ready_pods, node, replicas),
+                timeout=60,
+                interval=0.5,
+                what=f"every page listing exactly the {replicas} Ready pods",
+            )
+            steps[replicas] = (ready - started, time.monotonic() - ready)
+            if replicas == HUNDRED:
+                costs, restarted = at_a_hundred(node)
+                low_contrast = screenshots(page, "hundred")
+        assert page.evaluate("window.__probe")["loads"] == 1, "the page reloaded"
+        assert errors == []
     assert low_contrast == []
     cpu = sorted(c.cpu_seconds for c in costs)
     figures.info(
