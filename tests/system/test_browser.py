@@ -284,8 +284,14 @@ def test_csp_blocks_inline_script(cluster: LocalCluster, watched: Watched) -> No
 
 
 def test_readme_shows_the_screenshots() -> None:
-    """The README shows the committed screenshots (copies of what this module saves)."""
+    """The README shows the committed screenshots (copies of what this module saves), and
+    docs/benchmarks.md the page with 100 rows (what the hundred replicas test saves).
+    """
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for name in ("page-desktop-light.png", "page-phone-dark.png"):
         assert (REPO / "docs" / name).is_file(), name
         assert f"docs/{name}" in readme, name
+    benchmarks = (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    for name in ("page-100-desktop-light.png", "page-100-phone-dark.png"):
+        assert (REPO / "docs" / name).is_file(), name
+        assert f"({name})" in benchmarks, name
