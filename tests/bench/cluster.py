@@ -45,7 +45,7 @@ from controlplane.cluster import ADMIN_TOKEN
 from node.cluster import POOL_WORKERS, Node
 from node.costs import cost
 from node.overlay import image_overlay
-from node.pods import NAMESPACE, SELECTOR, every_page_lists_the_ready_pods, is_ready, pods
+from node.pods import NAMESPACE, SELECTOR, every_page_lists_the_ready_pods, is_ready, pods, scale
 from support.polling import wait_until
 from support.procstat import tree_cpu_seconds as cpu_seconds
 
@@ -142,12 +142,6 @@ def page_file(node: Node, pod: dict[str, Any]) -> Path:
     return Path(f"/proc/{machine.namespaces.init_pid}/root{volume}")
 
 
-def scale(node: Node, replicas: int) -> None:
-    """Kubectl scale, as a user types it."""
-    done = node.kubectl("-n", NAMESPACE, "scale", "deployment/podlister", f"--replicas={replicas}")
-    assert done.returncode == 0, done.stderr
-
-
 def settle(node: Node, replicas: int, timeout: float = 600) -> None:
     """Until replicas pods are Ready, no other pod is left, and every page lists exactly them."""
     wait_until(
@@ -200,12 +194,20 @@ def watch_events(node: Node) -> tuple[float, float]:
     """EndpointSlice watch events the API server has sent so far, and their bytes."""
     assert node.controlplane is not None
     text = node.controlplane.rest.text("/metrics")
-    counted = {"apiserver_watch_events_total{": 0.0, "apiserver_watch_events_sizes_sum{": 0.0}
-    for line in text.splitlines():
-        for name in counted:
-            if line.startswith(name) and 'resource="endpointslices"' in line:
-                counted[name] += float(line.rsplit(" ", 1)[1])
-    return counted["apiserver_watch_events_total{"], counted["apiserver_watch_events_sizes_sum{"]
+    slices = 'resource="endpointslices"'
+    return (
+        summed(text, "apiserver_watch_events_total", slices),
+        summed(text, "apiserver_watch_events_sizes_sum", slices),
+    )
+
+
+def summed(text: str, name: str, label: str = "") -> float:
+    """The sum of a metric's samples in /metrics text, over those whose labels hold label."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.split("{", 1)[0].split(" ", 1)[0] == name and label in line
+    )
 
 
 def sidecar_metrics(node: Node, pod: dict[str, Any]) -> dict[str, float]:
@@ -213,13 +215,7 @@ def sidecar_metrics(node: Node, pod: dict[str, Any]) -> dict[str, float]:
     page sets written, watch events received, resident memory.
     """
     text = node.http(pod["status"]["podIP"], 8081, "/metrics", on=pod["spec"]["nodeName"]).text()
-    wanted = (WRITES, RSS, *CHANGES_IN)
-    found = dict.fromkeys(wanted, 0.0)
-    for line in text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in found:
-            found[name] += float(line.rsplit(" ", 1)[1])
-    return found
+    return {name: summed(text, name) for name in (WRITES, RSS, *CHANGES_IN)}
 
 
 def scale_up(node: Node, replicas: int) -> None:

@@ -46,6 +46,12 @@ def cluster_ip(node: Node) -> str:
     return str(service["spec"]["clusterIP"])
 
 
+def scale(node: Node, replicas: int) -> None:
+    """Scale the Deployment with kubectl, as a user types it."""
+    done = node.kubectl("-n", NAMESPACE, "scale", "deployment/podlister", f"--replicas={replicas}")
+    assert done.returncode == 0, done.stderr
+
+
 def every_page_lists_the_ready_pods(node: Node, replicas: int) -> bool:
     """Whether exactly replicas pods exist, all Ready, and the Service's page and every pod's
     own page (read from node-1, 16 side by side, a new connection each) list exactly them.

@@ -43,6 +43,7 @@ from node.pods import (
     is_ready,
     pods,
     ready_ips,
+    scale,
 )
 from node.prometheus import Prometheus, scaled_rules, scrape_config
 from node.traffic import PacedClient, PodWatcher, listed_after_deletion
@@ -267,8 +268,7 @@ def test_the_replicas_spread_one_per_node_and_every_page_names_their_nodes(node:
     names each pod's node as the API has it (the endpoint's nodeName); packets between pods
     cross the nodes by the VPC's routes.
     """
-    scaled = node.kubectl("-n", NAMESPACE, "scale", "deployment/podlister", "--replicas=3")
-    assert scaled.returncode == 0, scaled.stderr
+    scale(node, 3)
     wait_until(lambda: len(ready_ips(node)) == 3, timeout=120, interval=0.2, what="3 Ready")
     placed = {
         pod["status"]["podIP"]: pod["spec"]["nodeName"] for pod in pods(node) if is_ready(pod)
@@ -718,10 +718,7 @@ def test_the_page_in_chromium_through_the_node_port_follows_a_scale(
     assert local_overlay.is_dir()
     with page_through_the_node_port(node) as (page, errors):
         for replicas in (4, 1):
-            scaled = node.kubectl(
-                "-n", NAMESPACE, "scale", "deploy/podlister", f"--replicas={replicas}"
-            )
-            assert scaled.returncode == 0, scaled.stderr
+            scale(node, replicas)
             wait_until(
                 functools.partial(all_ready, node, replicas),
                 timeout=120,
@@ -779,8 +776,7 @@ def test_an_api_server_restart_keeps_every_pod_ready_and_the_pages_agree_after(
         return at
 
     relists = [back_on_api(name) for name in names]
-    scaled = node.kubectl("-n", NAMESPACE, "scale", "deployment/podlister", "--replicas=3")
-    assert scaled.returncode == 0, scaled.stderr
+    scale(node, 3)
 
     def three_ready_ips() -> list[str]:
         ready = ready_ips(node)
@@ -1174,10 +1170,7 @@ def test_a_hundred_replicas_on_three_nodes_every_page_lists_exactly_the_ready_po
     with page_through_the_node_port(node) as (page, errors):
         for replicas in (HUNDRED, 2):
             started = time.monotonic()
-            scaled = node.kubectl(
-                "-n", NAMESPACE, "scale", "deployment/podlister", f"--replicas={replicas}"
-            )
-            assert scaled.returncode == 0, scaled.stderr
+            scale(node, replicas)
             wait_until(
                 functools.partial(all_ready, node, replicas),
                 timeout=600,
